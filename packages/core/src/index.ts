@@ -1,0 +1,13 @@
+export * from './errors.js';
+export * from './types.js';
+export * from './engine.js';
+export * from './plugin.js';
+export * from './logger.js';
+export * from './config-schema.js';
+export * from './lifecycle/sandbox.js';
+export * from './lifecycle/container.js';
+export * from './router/router.js';
+export * from './store/records.js';
+export { SqliteStateStore } from './store/sqlite.js';
+export * from './network/types.js';
+export * from './images/types.js';
