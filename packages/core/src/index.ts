@@ -9,5 +9,6 @@ export * from './lifecycle/container.js';
 export * from './router/router.js';
 export * from './store/records.js';
 export { SqliteStateStore } from './store/sqlite.js';
+export * from './logs/cri-log.js';
 export * from './network/types.js';
 export * from './images/types.js';

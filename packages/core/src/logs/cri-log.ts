@@ -1,0 +1,110 @@
+import { mkdirSync, openSync, closeSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+/** The output stream a log line came from. */
+export type LogStream = 'stdout' | 'stderr';
+
+/** Longest line written as one record; longer lines are split into `P` records. */
+export const MAX_LOG_LINE = 16 * 1024;
+
+/**
+ * Writes container output in the CRI log format the kubelet and `crictl logs`
+ * read: `<RFC3339Nano time> <stream> <F|P> <content>\n`, one record per line,
+ * `P` for a partial record (a line longer than {@link MAX_LOG_LINE}, or output
+ * cut off without a newline at close).
+ *
+ * Writes are synchronous appends so that a record is on disk in order even when
+ * stdout and stderr interleave; {@link reopen} supports log rotation.
+ */
+export class CriLogWriter {
+  private fd: number | null;
+  private readonly pending: Record<LogStream, Buffer[]> = { stdout: [], stderr: [] };
+  private readonly pendingLength: Record<LogStream, number> = { stdout: 0, stderr: 0 };
+
+  /** Opens (creating parent dirs) `path` for appending. */
+  constructor(readonly path: string) {
+    mkdirSync(dirname(path), { recursive: true });
+    this.fd = openSync(path, 'a', 0o640);
+  }
+
+  /** Adds output from `stream`; complete lines are written at once. */
+  write(stream: LogStream, chunk: Buffer, time: Date = new Date()): void {
+    let start = 0;
+    for (;;) {
+      const nl = chunk.indexOf(0x0a, start);
+      if (nl === -1) break;
+      this.pushPending(stream, chunk.subarray(start, nl), time);
+      this.emit(stream, 'F', time);
+      start = nl + 1;
+    }
+    if (start < chunk.length) this.pushPending(stream, chunk.subarray(start), time);
+  }
+
+  /** Writes any unterminated output as a partial record. */
+  flush(time: Date = new Date()): void {
+    for (const stream of ['stdout', 'stderr'] as const) {
+      if (this.pendingLength[stream] > 0) this.emit(stream, 'P', time);
+    }
+  }
+
+  /** Closes and reopens the file (after the kubelet rotated it). */
+  reopen(): void {
+    if (this.fd !== null) closeSync(this.fd);
+    mkdirSync(dirname(this.path), { recursive: true });
+    this.fd = openSync(this.path, 'a', 0o640);
+  }
+
+  /** Flushes partial output and closes the file. */
+  close(): void {
+    this.flush();
+    if (this.fd !== null) closeSync(this.fd);
+    this.fd = null;
+  }
+
+  private pushPending(stream: LogStream, part: Buffer, time: Date): void {
+    let rest = part;
+    while (this.pendingLength[stream] + rest.length > MAX_LOG_LINE) {
+      const take = MAX_LOG_LINE - this.pendingLength[stream];
+      this.pending[stream].push(rest.subarray(0, take));
+      this.pendingLength[stream] += take;
+      this.emit(stream, 'P', time);
+      rest = rest.subarray(take);
+    }
+    if (rest.length > 0) {
+      this.pending[stream].push(Buffer.from(rest));
+      this.pendingLength[stream] += rest.length;
+    }
+  }
+
+  private emit(stream: LogStream, tag: 'F' | 'P', time: Date): void {
+    const content = Buffer.concat(this.pending[stream]);
+    this.pending[stream] = [];
+    this.pendingLength[stream] = 0;
+    if (this.fd === null) return;
+    const head = Buffer.from(`${formatRfc3339Nano(time)} ${stream} ${tag} `);
+    writeSync(this.fd, Buffer.concat([head, content, Buffer.from('\n')]));
+  }
+}
+
+/** Formats a time as RFC 3339 with nanoseconds, as Go's `time.RFC3339Nano` in UTC. */
+export function formatRfc3339Nano(time: Date, nanos?: bigint): string {
+  const iso = time.toISOString(); // 2026-11-25T22:18:05.123Z
+  const frac =
+    nanos === undefined ? iso.slice(20, 23) + '000000' : (nanos % 1_000_000_000n).toString().padStart(9, '0');
+  return `${iso.slice(0, 19)}.${frac}Z`;
+}
+
+/** One parsed CRI log record. */
+export interface CriLogRecord {
+  readonly time: string;
+  readonly stream: LogStream;
+  readonly partial: boolean;
+  readonly content: string;
+}
+
+/** Parses one CRI log line (without its newline); null when malformed. */
+export function parseCriLogLine(line: string): CriLogRecord | null {
+  const m = /^(\S+) (stdout|stderr) ([FP]) (.*)$/s.exec(line);
+  if (m === null) return null;
+  return { time: m[1]!, stream: m[2] as LogStream, partial: m[3] === 'P', content: m[4]! };
+}
