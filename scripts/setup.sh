@@ -82,6 +82,13 @@ run() {
 [[ $(id -u) == 0 ]] || die "run me as root"
 [[ -r /etc/debian_version ]] || warn "not a Debian system; apt steps will probably fail"
 mkdir -p "$LOG_DIR"
+# One setup at a time: concurrent pnpm installs in one tree break native
+# builds. The daemons started below must not inherit fd 9.
+exec 9>/run/hcr-setup.lock
+if ! flock -n 9; then
+	say "waiting for another setup.sh to finish"
+	flock 9
+fi
 [[ $QUIET == 1 ]] && echo "=== setup.sh $(date -Is)" >>"$SETUP_LOG"
 START=$SECONDS
 cd "$ROOT"
@@ -145,30 +152,46 @@ fi
 if [[ -x /usr/bin/docker ]]; then DOCKER=/usr/bin/docker; else DOCKER=docker; fi
 export DOCKER
 docker_up() { "$DOCKER" info >/dev/null 2>&1; }
-pid_alive() { # PIDFILE COMM
-	local pid
-	[[ -f $1 ]] && pid=$(cat "$1") && [[ -n $pid && $(cat "/proc/$pid/comm" 2>/dev/null) == "$2" ]]
+alive() { # PID [COMM]: process PID exists (and runs a program named COMM)
+	[[ -n $1 ]] && kill -0 "$1" 2>/dev/null &&
+		[[ -z ${2:-} || $(cat "/proc/$1/comm" 2>/dev/null) == "$2" ]]
+}
+pidfile_pid() { cat "$1" 2>/dev/null || true; }
+# await CHECK PID COMM SECONDS: 0 once CHECK passes; 1 if process PID is gone
+# before that; 2 after SECONDS. An empty COMM skips the name check (a process
+# just started may still be setsid when it is first looked at).
+await() {
+	local check=$1 pid=$2 comm=$3 i
+	for ((i = 0; i < $4 * 2; i++)); do
+		"$check" && return 0
+		alive "$pid" "$comm" || { "$check" && return 0 || return 1; }
+		sleep 0.5
+	done
+	"$check" && return 0 || return 2
 }
 
 if docker_up; then
 	say "dockerd is running"
 else
-	if pid_alive "$DOCKERD_PIDFILE" dockerd; then
-		say "dockerd (pid $(cat "$DOCKERD_PIDFILE")) is starting; waiting"
-	else
-		command -v dockerd >/dev/null || die "dockerd not found (package docker.io)"
-		rm -f "$DOCKERD_PIDFILE"
-		say "starting dockerd (log $LOG_DIR/dockerd.log)"
-		setsid dockerd --pidfile "$DOCKERD_PIDFILE" >>"$LOG_DIR/dockerd.log" 2>&1 </dev/null &
+	rc=1
+	pid=$(pidfile_pid "$DOCKERD_PIDFILE")
+	if alive "$pid" dockerd; then
+		say "dockerd (pid $pid) is not answering yet; waiting"
+		await docker_up "$pid" dockerd 60 && rc=0 || rc=$?
+		((rc == 1)) && say "that dockerd exited"
 	fi
-	for _ in $(seq 1 120); do
-		docker_up && break
-		sleep 0.5
-	done
-	docker_up || {
+	if ((rc == 1)); then
+		command -v dockerd >/dev/null || die "dockerd not found (package docker.io)"
+		rm -f "$DOCKERD_PIDFILE" # dockerd refuses to start over a live pid in it
+		say "starting dockerd (log $LOG_DIR/dockerd.log)"
+		setsid dockerd --pidfile "$DOCKERD_PIDFILE" >>"$LOG_DIR/dockerd.log" 2>&1 </dev/null 9>&- &
+		await docker_up $! "" 60 && rc=0 || rc=$?
+	fi
+	if ((rc != 0)); then
 		tail -n 20 "$LOG_DIR/dockerd.log" >&2 || true
+		((rc == 1)) && die "dockerd exited; see $LOG_DIR/dockerd.log"
 		die "dockerd did not answer within 60 s; see $LOG_DIR/dockerd.log"
-	}
+	fi
 	say "dockerd is up (pid $(cat "$DOCKERD_PIDFILE" 2>/dev/null || echo '?'))"
 fi
 server_version=$("$DOCKER" version -f '{{.Server.Version}}' 2>/dev/null || echo '?')
@@ -189,9 +212,14 @@ else
 		say "stopping Debian's docker-registry service (it holds :5000 with its own config)"
 		run systemctl disable --now docker-registry || warn "could not stop docker-registry.service"
 	fi
-	if pid_alive "$REGISTRY_PIDFILE" docker-registry; then
-		say "registry (pid $(cat "$REGISTRY_PIDFILE")) is starting; waiting"
-	else
+	rc=1
+	pid=$(pidfile_pid "$REGISTRY_PIDFILE")
+	if alive "$pid" docker-registry; then
+		say "registry (pid $pid) is not answering yet; waiting"
+		await registry_up "$pid" docker-registry 30 && rc=0 || rc=$?
+		((rc == 1)) && say "that registry exited"
+	fi
+	if ((rc == 1)); then
 		mkdir -p "$REGISTRY_DIR/data"
 		cat >"$REGISTRY_DIR/config.yml" <<EOF
 # written by HCR scripts/setup.sh
@@ -207,17 +235,15 @@ http:
   addr: $REGISTRY
 EOF
 		say "starting docker-registry on $REGISTRY (data in $REGISTRY_DIR, log $LOG_DIR/registry.log)"
-		setsid docker-registry serve "$REGISTRY_DIR/config.yml" >>"$LOG_DIR/registry.log" 2>&1 </dev/null &
+		setsid docker-registry serve "$REGISTRY_DIR/config.yml" >>"$LOG_DIR/registry.log" 2>&1 </dev/null 9>&- &
 		echo $! >"$REGISTRY_PIDFILE"
+		await registry_up $! "" 30 && rc=0 || rc=$?
 	fi
-	for _ in $(seq 1 60); do
-		registry_up && break
-		sleep 0.5
-	done
-	registry_up || {
+	if ((rc != 0)); then
 		tail -n 20 "$LOG_DIR/registry.log" >&2 || true
+		((rc == 1)) && die "docker-registry exited; see $LOG_DIR/registry.log"
 		die "registry did not answer on http://$REGISTRY/v2/ within 30 s; see $LOG_DIR/registry.log"
-	}
+	fi
 	say "registry is up (pid $(cat "$REGISTRY_PIDFILE"))"
 fi
 
