@@ -12,3 +12,7 @@ export { SqliteStateStore } from './store/sqlite.js';
 export * from './logs/cri-log.js';
 export * from './network/types.js';
 export * from './images/types.js';
+export * from './runtime/service.js';
+export * from './runtime/validate.js';
+export * from './runtime/faults.js';
+export * from './runtime/pod-files.js';

@@ -1,7 +1,7 @@
 import type { ContainerPhase } from '../lifecycle/container.js';
 import type { SandboxPhase } from '../lifecycle/sandbox.js';
 import type { RoutingDecision } from '../router/router.js';
-import type { ContainerSpec, Nanos, PodNetwork, SandboxSpec } from '../types.js';
+import type { ContainerSpec, ImageInfo, Nanos, PodNetwork, SandboxSpec } from '../types.js';
 
 /** Progress of a pod's network, recorded so CNI ADD/DEL and netns removal happen exactly once. */
 export type NetworkPhase = 'none' | 'netns-created' | 'attached' | 'detached' | 'removed';
@@ -32,8 +32,8 @@ export interface ContainerRecord {
   /** Unique key: `sandboxId/name/attempt`. */
   readonly key: string;
   readonly spec: ContainerSpec;
-  /** Image id (`sha256:…`) and the reference the user gave. */
-  readonly imageId: string;
+  /** The resolved image (id `sha256:…`, tags, config) and the reference the user gave. */
+  readonly image: ImageInfo;
   readonly imageRef: string;
   readonly phase: ContainerPhase;
   readonly createdAt: Nanos;

@@ -1,0 +1,1089 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync, rmSync } from 'node:fs';
+import { join, normalize } from 'node:path';
+import type { Duplex } from 'node:stream';
+import { ResultAsync } from 'neverthrow';
+import type {
+  Capability,
+  ContainerRef,
+  EngineContainerStatus,
+  EngineEvent,
+  EngineHealth,
+  ExecSyncResult,
+  RuntimeEngine,
+  SandboxRef,
+  StreamIO,
+} from '../engine.js';
+import { errors, type HcrError, isHcrError, toHcrError } from '../errors.js';
+import type { ImageService } from '../images/types.js';
+import { decideContainer, containerCriState } from '../lifecycle/container.js';
+import { decideSandbox } from '../lifecycle/sandbox.js';
+import type { Logger } from '../logger.js';
+import { silentLogger } from '../logger.js';
+import type { NetworkManager, NetworkReadiness } from '../network/types.js';
+import {
+  bindByImage,
+  checkImageFits,
+  describeCapability,
+  routePod,
+  type EngineView,
+  type RouterConfig,
+  type RoutingDecision,
+} from '../router/router.js';
+import type { ContainerRecord, SandboxRecord, StateStore } from '../store/records.js';
+import type {
+  ContainerSpec,
+  ImageInfo,
+  ContainerState,
+  ContainerStats,
+  LinuxResources,
+  PodNetwork,
+  SandboxSpec,
+  SandboxStats,
+} from '../types.js';
+import { emptyResources, nowNanos } from '../types.js';
+import { faultPoint } from './faults.js';
+import { KeyedLock } from './keyed-lock.js';
+import { podFilePaths, writePodFiles } from './pod-files.js';
+import { validateContainerSpec, validateSandboxSpec } from './validate.js';
+
+/** What the runtime service is built from. */
+export interface RuntimeServiceOptions {
+  readonly store: StateStore;
+  readonly network: NetworkManager;
+  readonly images: ImageService;
+  /** Engines by instance name. */
+  readonly engines: ReadonlyMap<string, RuntimeEngine>;
+  readonly router: RouterConfig;
+  /** Root of per-sandbox runtime dirs (default `/run/hcr/sandboxes`). */
+  readonly sandboxDir: string;
+  readonly logger?: Logger;
+  /** resolv.conf used for pods without DNS config (default `/etc/resolv.conf`). */
+  readonly hostResolvConf?: string;
+}
+
+/** A sandbox with its CRI-visible state. */
+export interface SandboxView {
+  readonly record: SandboxRecord;
+  readonly state: 'ready' | 'notready';
+}
+
+/** A container with its CRI-visible state. */
+export interface ContainerView {
+  readonly record: ContainerRecord;
+  readonly state: ContainerState;
+  readonly pid: number;
+}
+
+/** Filters of ListPodSandbox. */
+export interface SandboxFilter {
+  readonly id?: string;
+  readonly state?: 'ready' | 'notready';
+  readonly labels?: Readonly<Record<string, string>>;
+}
+
+/** Filters of ListContainers. */
+export interface ContainerFilter {
+  readonly id?: string;
+  readonly sandboxId?: string;
+  readonly state?: ContainerState;
+  readonly labels?: Readonly<Record<string, string>>;
+}
+
+/** Runtime conditions, as CRI Status reports them. */
+export interface RuntimeConditions {
+  readonly runtimeReady: { readonly ready: boolean; readonly reason: string; readonly message: string };
+  readonly networkReady: NetworkReadiness;
+  readonly engines: Readonly<Record<string, EngineHealth>>;
+}
+
+/** Stop timeout used when a pod is stopped with containers still running (kubelet stops them first). */
+const POD_STOP_GRACE_SECONDS = 10;
+
+/**
+ * The engine-agnostic runtime: CRI semantics over domain types. It owns the
+ * state records, consults the lifecycle tables before every operation, runs
+ * networking once per pod and routes each pod to an engine. Every step is
+ * recorded before it is acknowledged so that {@link recover} can converge
+ * whatever a crash left half-done.
+ */
+export class RuntimeService {
+  private readonly lock = new KeyedLock();
+  private readonly log: Logger;
+  private readonly unsubscribers: (() => void)[] = [];
+  private readonly hostResolv: string;
+
+  constructor(private readonly opts: RuntimeServiceOptions) {
+    this.log = opts.logger ?? silentLogger;
+    let resolv = '';
+    try {
+      resolv = readFileSync(opts.hostResolvConf ?? '/etc/resolv.conf', 'utf8');
+    } catch {
+      resolv = '';
+    }
+    this.hostResolv = resolv;
+    for (const [name, engine] of opts.engines) {
+      this.unsubscribers.push(engine.subscribe((e) => this.onEngineEvent(name, e)));
+    }
+  }
+
+  /** Engines by instance name. */
+  get engines(): ReadonlyMap<string, RuntimeEngine> {
+    return this.opts.engines;
+  }
+
+  /** The image service shared by every engine. */
+  get images(): ImageService {
+    return this.opts.images;
+  }
+
+  // ---------------------------------------------------------------- sandboxes
+
+  /** RunPodSandbox: route, make the network, start the engine's unit. Returns the sandbox id. */
+  runPodSandbox(spec: SandboxSpec): ResultAsync<string, HcrError> {
+    return this.task(async () => {
+      const valid = validateSandboxSpec(spec);
+      if (valid.isErr()) throw valid.error;
+      const key = sandboxKey(spec);
+      return this.lock.run(`sandbox-key:${key}`, async () => {
+        const existing = this.opts.store.listSandboxes().find((s) => s.key === key);
+        if (existing !== undefined) {
+          throw errors.alreadyExists(
+            `pod sandbox name ${key} is reserved by sandbox ${existing.id}; remove it first or use another attempt number`,
+          );
+        }
+        const decision = routePod(spec, this.opts.router, await this.engineViews());
+        if (decision.isErr()) throw decision.error;
+        const id = newId();
+        const hostNetwork = spec.linux.namespaces.network === 'node';
+        let record: SandboxRecord = {
+          id,
+          key,
+          spec,
+          phase: 'creating',
+          createdAt: nowNanos(),
+          engine: decision.value.engine,
+          routing: decision.value,
+          network: emptyNetwork,
+          networkPhase: 'none',
+          engineCreated: false,
+          engineData: {},
+          runtimeDir: join(this.opts.sandboxDir, id),
+        };
+        const log = this.log.child({ podSandboxId: id, pod: `${spec.metadata.namespace}/${spec.metadata.name}` });
+        this.opts.store.putSandbox(record);
+        faultPoint('runPodSandbox:after-record');
+        try {
+          if (!hostNetwork) {
+            const netnsPath = await unwrap(this.opts.network.createNetns(id));
+            record = { ...record, network: { ...emptyNetwork, netnsPath }, networkPhase: 'netns-created' };
+            this.opts.store.putSandbox(record);
+            faultPoint('runPodSandbox:after-netns');
+            const network = await unwrap(this.opts.network.attach(id, netnsPath, spec));
+            record = { ...record, network, networkPhase: 'attached' };
+            this.opts.store.putSandbox(record);
+            faultPoint('runPodSandbox:after-cni');
+          }
+          writePodFiles(record.runtimeDir, spec, record.network, this.hostResolv);
+          if (record.engine !== null) record = await this.createEngineSandbox(record);
+          faultPoint('runPodSandbox:after-engine');
+          record = { ...record, phase: 'ready' };
+          this.opts.store.putSandbox(record);
+          log.info(
+            { engine: record.engine ?? 'deferred', reason: record.routing.reason, ips: record.network.ips },
+            'pod sandbox ready',
+          );
+          return id;
+        } catch (e) {
+          log.warn({ err: String(e) }, 'pod sandbox setup failed; rolling back');
+          await this.teardownSandbox(record, true).catch((te: unknown) =>
+            log.error({ err: String(te) }, 'rollback of a failed pod sandbox left something behind'),
+          );
+          throw toHcrError(e, `run pod sandbox ${spec.metadata.namespace}/${spec.metadata.name}`);
+        }
+      });
+    });
+  }
+
+  /** StopPodSandbox: stop containers, the engine unit and the network. Unknown ids succeed. */
+  stopPodSandbox(id: string): ResultAsync<void, HcrError> {
+    return this.task(() =>
+      this.lock.run(`sandbox:${id}`, async () => {
+        const record = this.opts.store.getSandbox(id);
+        if (record === undefined) return;
+        const d = decideSandbox(record.phase, 'stop', id);
+        if (d.action === 'refuse') throw d.error;
+        if (d.action === 'noop') return;
+        await this.stopSandboxSteps(record);
+      }),
+    );
+  }
+
+  /** RemovePodSandbox: stop (forcibly) and remove everything of the pod. Unknown ids succeed. */
+  removePodSandbox(id: string): ResultAsync<void, HcrError> {
+    return this.task(() =>
+      this.lock.run(`sandbox:${id}`, async () => {
+        const record = this.opts.store.getSandbox(id);
+        if (record === undefined) return;
+        const d = decideSandbox(record.phase, 'remove', id);
+        if (d.action === 'refuse') throw d.error;
+        if (d.action === 'noop') return;
+        await this.teardownSandbox(record, false);
+      }),
+    );
+  }
+
+  /** PodSandboxStatus. */
+  podSandboxStatus(id: string): ResultAsync<SandboxView, HcrError> {
+    return this.task(async () => {
+      const record = this.requireSandbox(id);
+      return { record, state: await this.liveSandboxState(record) };
+    });
+  }
+
+  /** ListPodSandbox (served from memory; engines are not asked). */
+  listPodSandbox(filter: SandboxFilter = {}): SandboxView[] {
+    const out: SandboxView[] = [];
+    for (const record of this.opts.store.listSandboxes()) {
+      if (filter.id !== undefined && filter.id !== '' && !record.id.startsWith(filter.id)) continue;
+      if (record.phase === 'creating' || record.phase === 'removing') continue;
+      const state = record.phase === 'ready' ? 'ready' : 'notready';
+      if (filter.state !== undefined && filter.state !== state) continue;
+      if (filter.labels !== undefined && !labelsMatch(record.spec.labels, filter.labels)) continue;
+      out.push({ record, state });
+    }
+    return out;
+  }
+
+  // --------------------------------------------------------------- containers
+
+  /** CreateContainer. Binds a deferred pod to an engine from the image. Returns the container id. */
+  createContainer(sandboxId: string, spec: ContainerSpec): ResultAsync<string, HcrError> {
+    return this.task(() =>
+      this.lock.run(`sandbox:${sandboxId}`, async () => {
+        let sandbox = this.requireSandbox(sandboxId);
+        const d = decideSandbox(sandbox.phase, 'createContainer', sandboxId);
+        if (d.action === 'refuse') throw d.error;
+        const valid = validateContainerSpec(spec, sandbox.spec);
+        if (valid.isErr()) throw valid.error;
+        const key = `${sandboxId}/${spec.metadata.name}/${spec.metadata.attempt}`;
+        const dup = this.opts.store.listContainers(sandboxId).find((c) => c.key === key);
+        if (dup !== undefined) {
+          throw errors.alreadyExists(
+            `container name ${spec.metadata.name} (attempt ${spec.metadata.attempt}) is reserved by container ${dup.id} in pod ${sandboxId}`,
+          );
+        }
+        const image = await unwrap(this.opts.images.status(spec.image));
+        if (image === null) throw errors.notFound(`image ${JSON.stringify(spec.image)} is not present; pull it first`);
+        if (sandbox.engine === null) {
+          const bound = bindByImage(sandbox.spec, image, this.opts.router, await this.engineViews());
+          if (bound.isErr()) throw bound.error;
+          sandbox = { ...sandbox, engine: bound.value.engine, routing: mergeRouting(sandbox.routing, bound.value) };
+          this.opts.store.putSandbox(sandbox);
+          sandbox = await this.createEngineSandbox(sandbox);
+          this.log.info(
+            { podSandboxId: sandboxId, engine: sandbox.engine, reason: bound.value.reason },
+            'pod bound to engine',
+          );
+        }
+        const engineName = sandbox.engine as string;
+        const engine = this.engine(engineName);
+        const fits = checkImageFits(engineName, { capabilities: engine.capabilities, healthy: true }, image);
+        if (fits.isErr()) throw fits.error;
+        this.checkContainerCapabilities(engine, spec);
+        const id = newId();
+        const logPath = spec.logPath === '' ? '' : normalize(join(sandbox.spec.logDirectory, spec.logPath));
+        let record: ContainerRecord = {
+          id,
+          sandboxId,
+          key,
+          spec,
+          image,
+          imageRef: spec.image,
+          phase: 'creating',
+          createdAt: nowNanos(),
+          startedAt: 0n,
+          finishedAt: 0n,
+          exitCode: 0,
+          reason: '',
+          message: '',
+          logPath,
+          engineCreated: false,
+          engineData: {},
+        };
+        this.opts.store.putContainer(record);
+        faultPoint('createContainer:after-record');
+        try {
+          const created = await unwrap(engine.createContainer(this.containerRef(record, sandbox)));
+          record = { ...record, phase: 'created', engineCreated: true, engineData: created.engineData };
+          this.opts.store.putContainer(record);
+          faultPoint('createContainer:after-engine');
+          return id;
+        } catch (e) {
+          await unwrap(engine.removeContainer(this.containerRef(record, sandbox))).catch(() => undefined);
+          this.opts.store.deleteContainer(id);
+          throw toHcrError(e, `create container ${spec.metadata.name}`);
+        }
+      }),
+    );
+  }
+
+  /** StartContainer: only from `created`. */
+  startContainer(id: string): ResultAsync<void, HcrError> {
+    return this.withContainer(id, async (record, sandbox, engine) => {
+      const d = decideContainer(record.phase, 'start', id);
+      if (d.action === 'refuse') throw d.error;
+      const sd = decideSandbox(sandbox.phase, 'createContainer', sandbox.id);
+      if (sd.action === 'refuse')
+        throw errors.failedPrecondition(`cannot start container ${id}: pod ${sandbox.id} is not ready`);
+      const ref = this.containerRef(record, sandbox);
+      try {
+        await unwrap(engine.startContainer(ref));
+      } catch (e) {
+        const st = await unwrap(engine.containerStatus(ref)).catch(() => null);
+        this.opts.store.putContainer(applyStatus({ ...record, phase: 'exited' }, st, 128, 'StartError', String(e)));
+        throw toHcrError(e, `start container ${id}`);
+      }
+      faultPoint('startContainer:after-engine');
+      const st = await unwrap(engine.containerStatus(ref)).catch(() => null);
+      const next = applyStatus({ ...record, phase: 'running', startedAt: nowNanos() }, st);
+      this.opts.store.putContainer(next);
+    });
+  }
+
+  /** StopContainer: a no-op unless running. */
+  stopContainer(id: string, timeoutSeconds: number): ResultAsync<void, HcrError> {
+    return this.withContainer(id, async (record, sandbox, engine) => {
+      const current = await this.refreshContainer(record, sandbox, engine);
+      const d = decideContainer(current.phase, 'stop', id);
+      if (d.action === 'refuse') throw d.error;
+      if (d.action === 'noop') return;
+      await this.stopContainerSteps(current, sandbox, engine, timeoutSeconds);
+    });
+  }
+
+  /** RemoveContainer: stops a running container first; unknown ids succeed. */
+  removeContainer(id: string): ResultAsync<void, HcrError> {
+    return this.task(async () => {
+      const record = this.opts.store.getContainer(id);
+      if (record === undefined) return;
+      await this.lock.run(`sandbox:${record.sandboxId}`, () =>
+        this.lock.run(`container:${id}`, async () => {
+          const current = this.opts.store.getContainer(id);
+          if (current === undefined) return;
+          const sandbox = this.requireSandbox(current.sandboxId);
+          await this.removeContainerSteps(current, sandbox);
+        }),
+      );
+    });
+  }
+
+  /** ContainerStatus, refreshed from the engine while the container may still change. */
+  containerStatus(id: string): ResultAsync<ContainerView, HcrError> {
+    return this.withContainer(id, async (record, sandbox, engine) => {
+      const current = await this.refreshContainer(record, sandbox, engine);
+      const pid = typeof current.engineData['pid'] === 'number' ? current.engineData['pid'] : 0;
+      return { record: current, state: containerCriState(current.phase), pid };
+    });
+  }
+
+  /** ListContainers (served from memory, kept current by engine events). */
+  listContainers(filter: ContainerFilter = {}): ContainerView[] {
+    const out: ContainerView[] = [];
+    for (const record of this.opts.store.listContainers()) {
+      if (record.phase === 'creating' || record.phase === 'removing') continue;
+      if (filter.id !== undefined && filter.id !== '' && !record.id.startsWith(filter.id)) continue;
+      if (filter.sandboxId !== undefined && filter.sandboxId !== '' && !record.sandboxId.startsWith(filter.sandboxId))
+        continue;
+      const state = containerCriState(record.phase);
+      if (filter.state !== undefined && filter.state !== state) continue;
+      if (filter.labels !== undefined && !labelsMatch(record.spec.labels, filter.labels)) continue;
+      out.push({ record, state, pid: 0 });
+    }
+    return out;
+  }
+
+  /** ExecSync. */
+  execSync(id: string, cmd: readonly string[], timeoutSeconds: number): ResultAsync<ExecSyncResult, HcrError> {
+    return this.withRunning(id, 'exec', 'execSync', (ref, engine) => unwrap(engine.execSync(ref, cmd, timeoutSeconds)));
+  }
+
+  /** Checks that Exec may be served (for the CRI call that returns a URL). */
+  checkExec(id: string, tty: boolean, stdin: boolean): ResultAsync<void, HcrError> {
+    return this.withRunning(id, 'exec', 'exec', async (_ref, engine) => {
+      if (tty) this.requireCapability(engine, 'tty', 'a TTY');
+      void stdin;
+    });
+  }
+
+  /** Checks that Attach may be served. */
+  checkAttach(id: string, stdin: boolean): ResultAsync<void, HcrError> {
+    return this.withRunning(id, 'attach', 'attach', async (_ref, engine) => {
+      if (stdin) this.requireCapability(engine, 'attachStdin', 'attach with stdin');
+    });
+  }
+
+  /** Streaming exec (called by the streaming server). */
+  exec(id: string, cmd: readonly string[], io: StreamIO): Promise<{ exitCode: number }> {
+    return this.streamTask(id, 'exec', 'exec', (ref, engine) => unwrap(engine.exec(ref, cmd, io)));
+  }
+
+  /** Streaming attach (called by the streaming server). */
+  attach(id: string, io: StreamIO): Promise<void> {
+    return this.streamTask(id, 'attach', 'attach', (ref, engine) => unwrap(engine.attach(ref, io)));
+  }
+
+  /** Checks that PortForward may be served. */
+  checkPortForward(sandboxId: string): ResultAsync<void, HcrError> {
+    return this.task(async () => {
+      const sandbox = this.requireSandbox(sandboxId);
+      const d = decideSandbox(sandbox.phase, 'portForward', sandboxId);
+      if (d.action === 'refuse') throw d.error;
+      if (sandbox.engine !== null)
+        this.requireCapability(this.engine(sandbox.engine), 'portForward', 'port forwarding');
+    });
+  }
+
+  /** Port-forward one connection (called by the streaming server). */
+  async portForward(sandboxId: string, port: number, stream: Duplex): Promise<void> {
+    const sandbox = this.requireSandbox(sandboxId);
+    const d = decideSandbox(sandbox.phase, 'portForward', sandboxId);
+    if (d.action === 'refuse') throw d.error;
+    if (sandbox.engine === null) {
+      // An unbound pod has only its network namespace: forward into it directly.
+      if (sandbox.network.netnsPath === null)
+        throw errors.failedPrecondition(`pod ${sandboxId} has no network namespace`);
+      const conn = await unwrap(this.opts.network.connect(sandbox.network.netnsPath, port));
+      stream.pipe(conn).pipe(stream);
+      await new Promise<void>((resolve) => conn.on('close', () => resolve()));
+      return;
+    }
+    const engine = this.engine(sandbox.engine);
+    this.requireCapability(engine, 'portForward', 'port forwarding');
+    await unwrap(engine.portForward(this.sandboxRef(sandbox), port, stream));
+  }
+
+  /** UpdateContainerResources. */
+  updateContainerResources(id: string, resources: LinuxResources): ResultAsync<void, HcrError> {
+    return this.withContainer(id, async (record, sandbox, engine) => {
+      const d = decideContainer(record.phase, 'updateResources', id);
+      if (d.action === 'refuse') throw d.error;
+      this.requireCapability(engine, 'updateResources', 'resource updates');
+      await unwrap(engine.updateContainerResources(this.containerRef(record, sandbox), resources));
+      this.opts.store.putContainer({
+        ...record,
+        spec: { ...record.spec, linux: { ...record.spec.linux, resources } },
+      });
+    });
+  }
+
+  /** ReopenContainerLog. */
+  reopenContainerLog(id: string): ResultAsync<void, HcrError> {
+    return this.withContainer(id, async (record, sandbox, engine) => {
+      const current = await this.refreshContainer(record, sandbox, engine);
+      const d = decideContainer(current.phase, 'reopenLog', id);
+      if (d.action === 'refuse') throw d.error;
+      this.requireCapability(engine, 'reopenLog', 'reopening logs');
+      await unwrap(engine.reopenContainerLog(this.containerRef(current, sandbox)));
+    });
+  }
+
+  /** ContainerStats. */
+  containerStats(id: string): ResultAsync<{ record: ContainerRecord; stats: ContainerStats }, HcrError> {
+    return this.task(async () => {
+      const record = this.requireContainer(id);
+      const sandbox = this.requireSandbox(record.sandboxId);
+      const engine = this.engine(this.boundEngine(sandbox));
+      this.requireCapability(engine, 'stats', 'stats');
+      const stats = await unwrap(engine.containerStats(this.containerRef(record, sandbox)));
+      return { record, stats };
+    });
+  }
+
+  /** PodSandboxStats. */
+  podSandboxStats(
+    id: string,
+  ): ResultAsync<
+    { record: SandboxRecord; stats: SandboxStats; containers: { record: ContainerRecord; stats: ContainerStats }[] },
+    HcrError
+  > {
+    return this.task(async () => {
+      const sandbox = this.requireSandbox(id);
+      const containers = this.opts.store.listContainers(id).filter((c) => c.phase === 'running');
+      if (sandbox.engine === null) {
+        return {
+          record: sandbox,
+          stats: {
+            timestamp: nowNanos(),
+            cpuUsageCoreNanoSeconds: 0n,
+            memoryWorkingSetBytes: 0,
+            memoryUsageBytes: 0,
+            network: null,
+            processes: 0,
+          },
+          containers: [],
+        };
+      }
+      const engine = this.engine(sandbox.engine);
+      this.requireCapability(engine, 'stats', 'stats');
+      const refs = containers.map((c) => this.containerRef(c, sandbox));
+      const stats = await unwrap(engine.sandboxStats(this.sandboxRef(sandbox), refs));
+      const per = await Promise.all(
+        containers.map(async (c, i) => ({ record: c, stats: await unwrap(engine.containerStats(refs[i]!)) })),
+      );
+      return { record: sandbox, stats, containers: per };
+    });
+  }
+
+  /** Status conditions for CRI Status. */
+  async conditions(): Promise<RuntimeConditions> {
+    const healths: Record<string, EngineHealth> = {};
+    await Promise.all(
+      [...this.opts.engines].map(async ([name, engine]) => {
+        healths[name] = await engine.health().match(
+          (h) => h,
+          (e) => ({ ready: false, reason: 'HealthCheckFailed', message: e.message, info: {} }),
+        );
+      }),
+    );
+    const def = healths[this.opts.router.defaultEngine];
+    const runtimeReady =
+      def === undefined
+        ? {
+            ready: false,
+            reason: 'NoDefaultEngine',
+            message: `default engine ${this.opts.router.defaultEngine} is not configured`,
+          }
+        : def.ready
+          ? { ready: true, reason: '', message: '' }
+          : {
+              ready: false,
+              reason: def.reason,
+              message: `default engine ${this.opts.router.defaultEngine}: ${def.message}`,
+            };
+    return { runtimeReady, networkReady: this.opts.network.readiness(), engines: healths };
+  }
+
+  // ----------------------------------------------------------------- recovery
+
+  /**
+   * Converges state after a start: finishes half-made or half-removed objects,
+   * refreshes container states from the engines and removes engine objects no
+   * record owns.
+   */
+  async recover(): Promise<{ cleaned: number; refreshed: number; orphans: number }> {
+    let cleaned = 0;
+    let refreshed = 0;
+    let orphans = 0;
+    for (const c of this.opts.store.listContainers()) {
+      const sandbox = this.opts.store.getSandbox(c.sandboxId);
+      if (sandbox === undefined) {
+        this.opts.store.deleteContainer(c.id);
+        cleaned++;
+        continue;
+      }
+      if (c.phase === 'creating' || c.phase === 'removing') {
+        await this.removeContainerSteps(c, sandbox).catch((e: unknown) =>
+          this.log.error({ containerId: c.id, err: String(e) }, 'recovery: container cleanup failed'),
+        );
+        cleaned++;
+      } else if ((c.phase === 'running' || c.phase === 'created') && sandbox.engine !== null) {
+        await this.refreshContainer(c, sandbox, this.engine(sandbox.engine)).catch(() => undefined);
+        refreshed++;
+      }
+    }
+    for (const s of this.opts.store.listSandboxes()) {
+      if (s.phase === 'creating' || s.phase === 'removing') {
+        await this.teardownSandbox(s, s.phase === 'creating').catch((e: unknown) =>
+          this.log.error({ podSandboxId: s.id, err: String(e) }, 'recovery: sandbox cleanup failed'),
+        );
+        cleaned++;
+      }
+    }
+    for (const [name, engine] of this.opts.engines) {
+      const inv = await engine.inventory().match(
+        (v) => v,
+        (e) => {
+          this.log.warn({ engine: name, err: e.message }, 'recovery: engine inventory unavailable');
+          return { sandboxIds: [], containerIds: [] };
+        },
+      );
+      for (const cid of inv.containerIds) {
+        if (this.opts.store.getContainer(cid) !== undefined) continue;
+        orphans++;
+        await unwrap(engine.removeContainer(orphanContainerRef(cid))).catch(() => undefined);
+      }
+      for (const sid of inv.sandboxIds) {
+        const owner = this.opts.store.getSandbox(sid);
+        if (owner !== undefined && owner.engine === name) continue;
+        orphans++;
+        await unwrap(engine.removeSandbox(orphanSandboxRef(sid, join(this.opts.sandboxDir, sid)))).catch(
+          () => undefined,
+        );
+      }
+    }
+    this.log.info({ cleaned, refreshed, orphans }, 'state recovered');
+    return { cleaned, refreshed, orphans };
+  }
+
+  /** Detaches from engine events (engines themselves are closed by their owner). */
+  close(): void {
+    for (const u of this.unsubscribers.splice(0)) u();
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  private task<T>(fn: () => Promise<T>): ResultAsync<T, HcrError> {
+    return ResultAsync.fromPromise((async () => fn())(), (e) => toHcrError(e));
+  }
+
+  private withContainer<T>(
+    id: string,
+    fn: (record: ContainerRecord, sandbox: SandboxRecord, engine: RuntimeEngine) => Promise<T>,
+  ): ResultAsync<T, HcrError> {
+    return this.task(() =>
+      this.lock.run(`container:${id}`, async () => {
+        const record = this.requireContainer(id);
+        const sandbox = this.requireSandbox(record.sandboxId);
+        return fn(record, sandbox, this.engine(this.boundEngine(sandbox)));
+      }),
+    );
+  }
+
+  private withRunning<T>(
+    id: string,
+    op: 'exec' | 'attach',
+    capability: Capability,
+    fn: (ref: ContainerRef, engine: RuntimeEngine) => Promise<T>,
+  ): ResultAsync<T, HcrError> {
+    return this.task(async () => {
+      const record = this.requireContainer(id);
+      const sandbox = this.requireSandbox(record.sandboxId);
+      const engine = this.engine(this.boundEngine(sandbox));
+      const d = decideContainer(record.phase, op, id);
+      if (d.action === 'refuse') throw d.error;
+      this.requireCapability(engine, capability, capability === 'execSync' ? 'exec' : capability);
+      return fn(this.containerRef(record, sandbox), engine);
+    });
+  }
+
+  private async streamTask<T>(
+    id: string,
+    op: 'exec' | 'attach',
+    capability: Capability,
+    fn: (ref: ContainerRef, engine: RuntimeEngine) => Promise<T>,
+  ): Promise<T> {
+    const r = await this.withRunning(id, op, capability, fn);
+    if (r.isErr()) throw r.error;
+    return r.value;
+  }
+
+  private requireSandbox(id: string): SandboxRecord {
+    const r = this.opts.store.getSandbox(id);
+    if (r === undefined || r.phase === 'removing') throw errors.notFound(`pod sandbox ${JSON.stringify(id)} not found`);
+    return r;
+  }
+
+  private requireContainer(id: string): ContainerRecord {
+    const r = this.opts.store.getContainer(id);
+    if (r === undefined || r.phase === 'removing') throw errors.notFound(`container ${JSON.stringify(id)} not found`);
+    return r;
+  }
+
+  private boundEngine(sandbox: SandboxRecord): string {
+    if (sandbox.engine === null) {
+      throw errors.failedPrecondition(
+        `pod sandbox ${sandbox.id} has no engine yet (bound when its first container is created)`,
+      );
+    }
+    return sandbox.engine;
+  }
+
+  private engine(name: string): RuntimeEngine {
+    const e = this.opts.engines.get(name);
+    if (e === undefined)
+      throw errors.unavailable(`engine ${JSON.stringify(name)} is not configured or failed to start`);
+    return e;
+  }
+
+  private requireCapability(engine: RuntimeEngine, capability: Capability, what: string): void {
+    if (!engine.capabilities[capability]) {
+      throw errors.unsupported(engine.name, capability, `engine "${engine.name}" does not support ${what}`);
+    }
+  }
+
+  private checkContainerCapabilities(engine: RuntimeEngine, spec: ContainerSpec): void {
+    const need: Capability[] = [];
+    if (spec.linux.security.privileged) need.push('privileged');
+    if (spec.linux.security.namespaces.pid === 'node') need.push('hostPid');
+    if (spec.linux.security.namespaces.ipc === 'node') need.push('hostIpc');
+    if (spec.linux.security.namespaces.network === 'node') need.push('hostNetwork');
+    if (spec.tty) need.push('tty');
+    if (spec.mounts.length > 0) need.push('hostPathMounts');
+    for (const c of need) {
+      if (!engine.capabilities[c]) {
+        throw errors.unsupported(
+          engine.name,
+          c,
+          `engine "${engine.name}" cannot give this container ${describeCapability(c)}`,
+        );
+      }
+    }
+  }
+
+  private async engineViews(): Promise<Map<string, EngineView>> {
+    const views = new Map<string, EngineView>();
+    for (const [name, engine] of this.opts.engines)
+      views.set(name, { capabilities: engine.capabilities, healthy: true });
+    return views;
+  }
+
+  private sandboxRef(record: SandboxRecord): SandboxRef {
+    return {
+      id: record.id,
+      spec: record.spec,
+      network: record.network,
+      files: podFilePaths(record.runtimeDir),
+      engineData: record.engineData,
+      runtimeDir: record.runtimeDir,
+    };
+  }
+
+  private containerRef(record: ContainerRecord, sandbox: SandboxRecord): ContainerRef {
+    return {
+      id: record.id,
+      sandbox: this.sandboxRef(sandbox),
+      spec: record.spec,
+      image: record.image,
+      logPath: record.logPath,
+      engineData: record.engineData,
+    };
+  }
+
+  private async createEngineSandbox(record: SandboxRecord): Promise<SandboxRecord> {
+    const engine = this.engine(this.boundEngine(record));
+    const created = await unwrap(engine.createSandbox(this.sandboxRef(record)));
+    const next = { ...record, engineCreated: true, engineData: created.engineData };
+    this.opts.store.putSandbox(next);
+    return next;
+  }
+
+  private async liveSandboxState(record: SandboxRecord): Promise<'ready' | 'notready'> {
+    if (record.phase !== 'ready') return 'notready';
+    if (record.engine === null || !record.engineCreated) return 'ready';
+    const st = await unwrap(this.engine(record.engine).sandboxStatus(this.sandboxRef(record))).catch(() => null);
+    return st !== null && st.alive ? 'ready' : 'notready';
+  }
+
+  private async refreshContainer(
+    record: ContainerRecord,
+    sandbox: SandboxRecord,
+    engine: RuntimeEngine,
+  ): Promise<ContainerRecord> {
+    if (record.phase !== 'running' && record.phase !== 'created') return record;
+    const st = await unwrap(engine.containerStatus(this.containerRef(record, sandbox))).catch((e: unknown) => {
+      if (isHcrError(e, 'NotFound')) return null;
+      throw e;
+    });
+    const latest = this.opts.store.getContainer(record.id) ?? record;
+    if (st === null) {
+      // The engine lost the container (e.g. its VM died): report it exited, with the reason.
+      const next: ContainerRecord = {
+        ...latest,
+        phase: 'exited',
+        finishedAt: latest.finishedAt === 0n ? nowNanos() : latest.finishedAt,
+        exitCode: latest.exitCode === 0 ? 255 : latest.exitCode,
+        reason: latest.reason === '' ? 'Unknown' : latest.reason,
+        message: latest.message === '' ? `engine ${engine.name} no longer has this container` : latest.message,
+      };
+      this.opts.store.putContainer(next);
+      return next;
+    }
+    if (st.state === 'exited' && latest.phase === 'running') {
+      const next = applyStatus({ ...latest, phase: 'exited' }, st);
+      this.opts.store.putContainer(next);
+      return next;
+    }
+    if (st.state === 'running' && latest.phase === 'created') {
+      const next = applyStatus({ ...latest, phase: 'running' }, st);
+      this.opts.store.putContainer(next);
+      return next;
+    }
+    if (st.pid !== latest.engineData['pid']) {
+      const next = { ...latest, engineData: { ...latest.engineData, pid: st.pid } };
+      this.opts.store.putContainer(next);
+      return next;
+    }
+    return latest;
+  }
+
+  private async stopContainerSteps(
+    record: ContainerRecord,
+    sandbox: SandboxRecord,
+    engine: RuntimeEngine,
+    timeoutSeconds: number,
+  ): Promise<ContainerRecord> {
+    const ref = this.containerRef(record, sandbox);
+    await unwrap(engine.stopContainer(ref, Math.max(0, timeoutSeconds)));
+    const st = await unwrap(engine.containerStatus(ref)).catch(() => null);
+    const latest = this.opts.store.getContainer(record.id) ?? record;
+    const next =
+      latest.phase === 'exited'
+        ? latest
+        : applyStatus({ ...latest, phase: 'exited', finishedAt: nowNanos() }, st, 137, 'Error');
+    this.opts.store.putContainer(next);
+    return next;
+  }
+
+  private async removeContainerSteps(record: ContainerRecord, sandbox: SandboxRecord): Promise<void> {
+    const d = decideContainer(record.phase, 'remove', record.id);
+    if (d.action === 'refuse') throw d.error;
+    if (d.action === 'noop') return;
+    const engine = sandbox.engine === null ? null : (this.opts.engines.get(sandbox.engine) ?? null);
+    let current = record;
+    if (d.action === 'stopThenRun' && engine !== null) {
+      current = await this.stopContainerSteps(record, sandbox, engine, 0);
+    }
+    this.opts.store.putContainer({ ...current, phase: 'removing' });
+    if (engine !== null) await unwrap(engine.removeContainer(this.containerRef(current, sandbox)));
+    this.opts.store.deleteContainer(record.id);
+  }
+
+  private async stopSandboxSteps(record: SandboxRecord): Promise<SandboxRecord> {
+    const engine = record.engine === null ? null : (this.opts.engines.get(record.engine) ?? null);
+    if (engine !== null) {
+      for (const c of this.opts.store.listContainers(record.id)) {
+        if (c.phase !== 'running') continue;
+        await this.stopContainerSteps(c, record, engine, POD_STOP_GRACE_SECONDS).catch((e: unknown) =>
+          this.log.warn({ containerId: c.id, err: String(e) }, 'stopping container failed; the engine stops the pod'),
+        );
+      }
+      faultPoint('stopPodSandbox:after-containers');
+      if (record.engineCreated) await unwrap(engine.stopSandbox(this.sandboxRef(record), POD_STOP_GRACE_SECONDS));
+      // Containers the engine stopped with the pod are exited now.
+      for (const c of this.opts.store.listContainers(record.id)) {
+        if (c.phase === 'running' || c.phase === 'created') {
+          const st = await unwrap(engine.containerStatus(this.containerRef(c, record))).catch(() => null);
+          this.opts.store.putContainer(
+            applyStatus(
+              { ...c, phase: 'exited', finishedAt: c.phase === 'created' ? 0n : nowNanos() },
+              st,
+              137,
+              'Error',
+            ),
+          );
+        }
+      }
+    }
+    faultPoint('stopPodSandbox:after-engine');
+    let next = await this.teardownNetwork(record);
+    faultPoint('stopPodSandbox:after-cni');
+    next = { ...next, phase: 'notready' };
+    this.opts.store.putSandbox(next);
+    return next;
+  }
+
+  /** CNI DEL and netns removal, each exactly once (recorded in `networkPhase`). */
+  private async teardownNetwork(record: SandboxRecord): Promise<SandboxRecord> {
+    let next = record;
+    if (next.networkPhase === 'attached' || next.networkPhase === 'netns-created') {
+      await unwrap(this.opts.network.detach(next.id, next.network.netnsPath, next.spec));
+      next = { ...next, networkPhase: 'detached' };
+      this.opts.store.putSandbox(next);
+    }
+    if (next.networkPhase === 'detached' && next.network.netnsPath !== null) {
+      await unwrap(this.opts.network.removeNetns(next.network.netnsPath));
+      next = { ...next, networkPhase: 'removed' };
+      this.opts.store.putSandbox(next);
+    }
+    return next;
+  }
+
+  /** Removes everything of a sandbox; `rollback` also cleans a sandbox that never became ready. */
+  private async teardownSandbox(record: SandboxRecord, rollback: boolean): Promise<void> {
+    let current: SandboxRecord = { ...record, phase: 'removing' };
+    this.opts.store.putSandbox(current);
+    for (const c of this.opts.store.listContainers(record.id)) {
+      await this.removeContainerSteps(c, current);
+    }
+    faultPoint('removePodSandbox:after-containers');
+    const engine = current.engine === null ? null : (this.opts.engines.get(current.engine) ?? null);
+    if (engine !== null && (current.engineCreated || rollback)) {
+      await unwrap(engine.stopSandbox(this.sandboxRef(current), 0)).catch(() => undefined);
+      await unwrap(engine.removeSandbox(this.sandboxRef(current)));
+      current = { ...current, engineCreated: false };
+      this.opts.store.putSandbox(current);
+    }
+    faultPoint('removePodSandbox:after-engine');
+    current = await this.teardownNetwork(current);
+    faultPoint('removePodSandbox:after-netns');
+    rmSync(current.runtimeDir, { recursive: true, force: true });
+    this.opts.store.deleteSandbox(current.id);
+  }
+
+  private onEngineEvent(engineName: string, event: EngineEvent): void {
+    if (event.type !== 'container-exited') {
+      this.log.info({ engine: engineName, event: event.type }, 'engine event');
+      return;
+    }
+    void this.lock
+      .run(`container:${event.containerId}`, async () => {
+        const record = this.opts.store.getContainer(event.containerId);
+        if (record === undefined) return;
+        const d = decideContainer(record.phase, 'exited', record.id);
+        if (d.action !== 'run') return;
+        this.opts.store.putContainer({
+          ...record,
+          phase: 'exited',
+          exitCode: event.exitCode,
+          finishedAt: event.finishedAt,
+          reason: event.reason,
+        });
+      })
+      .catch((e: unknown) =>
+        this.log.error({ containerId: event.containerId, err: String(e) }, 'applying exit event failed'),
+      );
+  }
+}
+
+const emptyNetwork: PodNetwork = { netnsPath: null, ips: [], interfaces: [], gateway: null, cniResult: null };
+
+function sandboxKey(spec: SandboxSpec): string {
+  const m = spec.metadata;
+  return `${m.name}_${m.namespace}_${m.uid}_${m.attempt}`;
+}
+
+function newId(): string {
+  return randomBytes(32).toString('hex');
+}
+
+function labelsMatch(labels: Readonly<Record<string, string>>, want: Readonly<Record<string, string>>): boolean {
+  return Object.entries(want).every(([k, v]) => labels[k] === v);
+}
+
+function mergeRouting(deferred: RoutingDecision, bound: RoutingDecision): RoutingDecision {
+  return {
+    engine: bound.engine,
+    source: bound.source,
+    reason: `${bound.reason} (binding was deferred: ${deferred.reason})`,
+  };
+}
+
+function applyStatus(
+  record: ContainerRecord,
+  st: EngineContainerStatus | null,
+  fallbackExit = 0,
+  fallbackReason = '',
+  fallbackMessage = '',
+): ContainerRecord {
+  if (st === null) {
+    return record.phase === 'exited'
+      ? {
+          ...record,
+          exitCode: record.exitCode === 0 ? fallbackExit : record.exitCode,
+          reason: record.reason === '' ? fallbackReason : record.reason,
+          message: record.message === '' ? fallbackMessage : record.message,
+          finishedAt: record.finishedAt === 0n ? nowNanos() : record.finishedAt,
+        }
+      : record;
+  }
+  return {
+    ...record,
+    startedAt: st.startedAt !== 0n ? st.startedAt : record.startedAt,
+    finishedAt: record.phase === 'exited' ? (st.finishedAt !== 0n ? st.finishedAt : record.finishedAt) : 0n,
+    exitCode: record.phase === 'exited' ? st.exitCode : 0,
+    reason: record.phase === 'exited' ? st.reason || (st.exitCode === 0 ? 'Completed' : 'Error') : '',
+    message: st.message,
+    engineData: { ...record.engineData, pid: st.pid },
+  };
+}
+
+async function unwrap<T>(r: ResultAsync<T, HcrError>): Promise<T> {
+  const v = await r;
+  if (v.isErr()) throw v.error;
+  return v.value;
+}
+
+const emptySpec: SandboxSpec = {
+  metadata: { name: '', uid: '', namespace: '', attempt: 0 },
+  hostname: '',
+  logDirectory: '',
+  dns: null,
+  portMappings: [],
+  labels: {},
+  annotations: {},
+  runtimeHandler: '',
+  linux: {
+    cgroupParent: '',
+    sysctls: {},
+    namespaces: { network: 'pod', pid: 'pod', ipc: 'pod', targetId: '' },
+    privileged: false,
+    runAsUser: null,
+    runAsGroup: null,
+    supplementalGroups: [],
+    readonlyRootfs: false,
+    seccomp: null,
+    overhead: null,
+    resources: null,
+  },
+};
+
+/** A minimal ref for removing an engine object that no record owns (engines find objects by id). */
+function orphanSandboxRef(id: string, runtimeDir: string): SandboxRef {
+  return { id, spec: emptySpec, network: emptyNetwork, files: podFilePaths(runtimeDir), engineData: {}, runtimeDir };
+}
+
+const emptySecurity: ContainerSpec['linux']['security'] = {
+  privileged: false,
+  capabilities: { add: [], drop: [] },
+  namespaces: { network: 'pod', pid: 'container', ipc: 'pod', targetId: '' },
+  runAsUser: null,
+  runAsUsername: '',
+  runAsGroup: null,
+  supplementalGroups: [],
+  readonlyRootfs: false,
+  noNewPrivs: false,
+  maskedPaths: [],
+  readonlyPaths: [],
+  seccomp: null,
+  apparmor: null,
+};
+
+function orphanContainerRef(id: string): ContainerRef {
+  const spec: ContainerSpec = {
+    metadata: { name: '', attempt: 0 },
+    image: '',
+    command: [],
+    args: [],
+    workingDir: '',
+    envs: [],
+    mounts: [],
+    devices: [],
+    labels: {},
+    annotations: {},
+    logPath: '',
+    stdin: false,
+    stdinOnce: false,
+    tty: false,
+    linux: { resources: emptyResources, security: emptySecurity },
+  };
+  const image: ImageInfo = {
+    id: '',
+    repoTags: [],
+    repoDigests: [],
+    size: 0,
+    config: {
+      entrypoint: [],
+      cmd: [],
+      env: [],
+      workingDir: '',
+      user: '',
+      exposedPorts: [],
+      labels: {},
+      annotations: {},
+    },
+    kind: 'oci',
+    pinned: false,
+  };
+  return { id, sandbox: orphanSandboxRef('', ''), spec, image, logPath: '', engineData: {} };
+}
