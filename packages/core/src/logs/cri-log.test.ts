@@ -54,6 +54,14 @@ describe('CriLogWriter', () => {
     expect(lines(p).map((x) => x.content)).toEqual(['two']);
   });
 
+  it('keeps nanosecond record times', () => {
+    const p = join(dir, 'nanos.log');
+    const w = new CriLogWriter(p);
+    w.write('stdout', Buffer.from('x\n'), 1_767_323_045_678_901_234n);
+    w.close();
+    expect(lines(p)[0]!.time).toBe('2026-01-02T03:04:05.678901234Z');
+  });
+
   it('formats RFC3339Nano timestamps', () => {
     expect(formatRfc3339Nano(new Date('2026-01-02T03:04:05.678Z'))).toBe('2026-01-02T03:04:05.678000000Z');
     expect(formatRfc3339Nano(new Date('2026-01-02T03:04:05.678Z'), 1_767_323_045_678_901_234n)).toBe(

@@ -1,8 +1,16 @@
 import { mkdirSync, openSync, closeSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
+import type { Nanos } from '../types.js';
 
 /** The output stream a log line came from. */
 export type LogStream = 'stdout' | 'stderr';
+
+/**
+ * When output was produced: a `Date`, or Unix nanoseconds when the source has
+ * that precision (Docker's log timestamps do, and an engine resuming a log
+ * after a restart needs the exact time of the last record it wrote).
+ */
+export type LogTime = Date | Nanos;
 
 /** Longest line written as one record; longer lines are split into `P` records. */
 export const MAX_LOG_LINE = 16 * 1024;
@@ -28,7 +36,7 @@ export class CriLogWriter {
   }
 
   /** Adds output from `stream`; complete lines are written at once. */
-  write(stream: LogStream, chunk: Buffer, time: Date = new Date()): void {
+  write(stream: LogStream, chunk: Buffer, time: LogTime = new Date()): void {
     let start = 0;
     for (;;) {
       const nl = chunk.indexOf(0x0a, start);
@@ -41,7 +49,7 @@ export class CriLogWriter {
   }
 
   /** Writes any unterminated output as a partial record. */
-  flush(time: Date = new Date()): void {
+  flush(time: LogTime = new Date()): void {
     for (const stream of ['stdout', 'stderr'] as const) {
       if (this.pendingLength[stream] > 0) this.emit(stream, 'P', time);
     }
@@ -61,7 +69,7 @@ export class CriLogWriter {
     this.fd = null;
   }
 
-  private pushPending(stream: LogStream, part: Buffer, time: Date): void {
+  private pushPending(stream: LogStream, part: Buffer, time: LogTime): void {
     let rest = part;
     while (this.pendingLength[stream] + rest.length > MAX_LOG_LINE) {
       const take = MAX_LOG_LINE - this.pendingLength[stream];
@@ -76,12 +84,14 @@ export class CriLogWriter {
     }
   }
 
-  private emit(stream: LogStream, tag: 'F' | 'P', time: Date): void {
+  private emit(stream: LogStream, tag: 'F' | 'P', time: LogTime): void {
     const content = Buffer.concat(this.pending[stream]);
     this.pending[stream] = [];
     this.pendingLength[stream] = 0;
     if (this.fd === null) return;
-    const head = Buffer.from(`${formatRfc3339Nano(time)} ${stream} ${tag} `);
+    const stamp =
+      typeof time === 'bigint' ? formatRfc3339Nano(new Date(Number(time / 1_000_000n)), time) : formatRfc3339Nano(time);
+    const head = Buffer.from(`${stamp} ${stream} ${tag} `);
     writeSync(this.fd, Buffer.concat([head, content, Buffer.from('\n')]));
   }
 }
