@@ -3,7 +3,10 @@ import { defineConfig } from 'vitest/config';
 // Unit tests (`*.test.ts`) use fakes and need no root; integration tests
 // (`*.integration.test.ts`) drive real dockerd, QEMU, CNI and the gRPC socket.
 export default defineConfig({
+  // Workspace packages resolve to their TypeScript sources; vitest runs tests
+  // as SSR modules, which read `ssr.resolve` rather than `resolve`.
   resolve: { conditions: ['hcr-source'] },
+  ssr: { resolve: { conditions: ['hcr-source'] } },
   test: {
     projects: [
       {
