@@ -3,7 +3,7 @@ import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
   {
-    ignores: ['**/dist/**', '**/node_modules/**', '**/.tsbuild/**', '**/*.d.ts', '**/guest/**', '**/build/**'],
+    ignores: ['**/dist/**', '**/generated/**', '**/node_modules/**', '**/.tsbuild/**', '**/*.d.ts', '**/guest/**', '**/build/**'],
   },
   js.configs.recommended,
   ...tseslint.configs.recommended,
