@@ -45,7 +45,7 @@ export interface CniOptions {
   readonly cacheDir: string;
 }
 
-/** Pod sysctls that apply to the network namespace. */
+/** Pod sysctls that apply to the network namespace (dotted or, as Kubernetes also allows, slashed names). */
 export function networkSysctls(sysctls: StringMap): Record<string, string> {
-  return Object.fromEntries(Object.entries(sysctls).filter(([k]) => k.startsWith('net.')));
+  return Object.fromEntries(Object.entries(sysctls).filter(([k]) => k.startsWith('net.') || k.startsWith('net/')));
 }
