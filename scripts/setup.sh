@@ -328,6 +328,11 @@ js_step() { # DESCRIPTION CMD...
 	return 0
 }
 export CI=${CI:-true} # pnpm: no interactive prompts
+# Native addons (better-sqlite3) cannot download prebuilt binaries here: build
+# them against Debian's Node headers instead of fetching a header tarball.
+if [[ -z ${npm_config_nodedir:-} && -f /usr/include/node/node.h ]]; then
+	export npm_config_nodedir=/usr
+fi
 if [[ -f pnpm-lock.yaml ]]; then
 	js_step "pnpm install --frozen-lockfile" pnpm install --frozen-lockfile
 else
