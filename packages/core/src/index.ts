@@ -13,7 +13,10 @@ export * from './logs/cri-log.js';
 export * from './network/types.js';
 export * from './network/index.js';
 export * from './images/types.js';
+export * from './images/index.js';
 export * from './runtime/service.js';
 export * from './runtime/validate.js';
 export * from './runtime/faults.js';
 export * from './runtime/pod-files.js';
+// Plugin authors get the result types from core, so their engine depends on @hcr/core alone.
+export { ok, err, okAsync, errAsync, Result, ResultAsync } from 'neverthrow';
