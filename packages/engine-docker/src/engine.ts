@@ -1,0 +1,832 @@
+import { access, mkdir, lstat, readFile, stat } from 'node:fs/promises';
+import { isAbsolute, join } from 'node:path';
+import type { Duplex } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  errors,
+  nowNanos,
+  toHcrError,
+  type ContainerCreated,
+  type ContainerRef,
+  type ContainerStats,
+  type ContainerState,
+  type EngineCapabilities,
+  type EngineContainerStatus,
+  type EngineContext,
+  type EngineEvent,
+  type EngineHealth,
+  type EngineInventory,
+  type EngineResult,
+  type EngineSandboxStatus,
+  type ExecSyncResult,
+  type HcrError,
+  type LinuxResources,
+  type Logger,
+  type Nanos,
+  type RuntimeEngine,
+  type SandboxCreated,
+  type SandboxRef,
+  type SandboxStats,
+  type StreamIO,
+} from '@hcr/core';
+import Docker from 'dockerode';
+import { ResultAsync } from 'neverthrow';
+import { match } from 'ts-pattern';
+import {
+  diskUsage,
+  locateCgroup,
+  noUsage,
+  parseCgroupMounts,
+  parseNetDev,
+  parseProcCgroup,
+  readCgroupUsage,
+  type CgroupLocation,
+  type CgroupUsage,
+} from './cgroups.js';
+import type { DockerEngineConfig } from './config.js';
+import { dockerMessage, fromDocker, isDockerConflict, isDockerNotFound, isDockerNotModified } from './docker-errors.js';
+import { DockerEventWatcher, type DockerContainerEvent } from './events.js';
+import { DockerImageCache, PauseImage } from './images.js';
+import { Label, dockerName } from './labels.js';
+import { LogFollower, removeCursor } from './logs.js';
+import { containerCreateOptions, dockerResources, sandboxCreateOptions, type DockerLogOptions } from './spec.js';
+import * as streams from './streams.js';
+import { parseRfc3339Nano } from './time.js';
+
+/** How long status and events wait for a stopped container's output to reach its log. */
+const LOG_DRAIN_TIMEOUT_MS = 10_000;
+/** How long createSandbox waits for pause to enter the pod network namespace. */
+const NETNS_JOIN_TIMEOUT_MS = 5_000;
+
+/** CAP_SYS_RESOURCE's bit in the capability sets. */
+const CAP_SYS_RESOURCE = 24n;
+
+/** What the engine remembers about a container's cgroup, found once per Docker container. */
+interface StatsSource {
+  readonly cgroup: CgroupLocation | null;
+  readonly upperDir: string | null;
+}
+
+/**
+ * The docker engine: each pod is an infra ("pause") container holding the
+ * pod's namespaces (it enters the netns core made for the pod), and each CRI
+ * container is a Docker container joining them. Every Docker object carries
+ * `io.hcr.*` labels, so the engine needs no state of its own beyond what
+ * dockerd keeps.
+ */
+export class DockerEngine implements RuntimeEngine {
+  readonly kind = 'docker';
+  readonly name: string;
+  readonly capabilities: EngineCapabilities = {
+    hostNetwork: true,
+    hostPid: true,
+    hostIpc: true,
+    privileged: true,
+    exec: true,
+    execSync: true,
+    attach: true,
+    attachStdin: true,
+    portForward: true,
+    tty: true,
+    hostPathMounts: true,
+    updateResources: true,
+    stats: true,
+    reopenLog: true,
+    imageKinds: ['oci'],
+  };
+
+  private readonly docker: Docker;
+  private readonly log: Logger;
+  private readonly images: DockerImageCache;
+  private readonly pause: PauseImage;
+  private readonly listeners = new Set<(event: EngineEvent) => void>();
+  private readonly followers = new Map<string, LogFollower>();
+  private readonly statsSources = new Map<string, StatsSource>();
+  private readonly events: DockerEventWatcher;
+  /** Settles once log copying was resumed for the containers dockerd already had. */
+  private readonly recovered: Promise<void>;
+  private markRecovered!: () => void;
+  private cgroupMounts: ReturnType<typeof parseCgroupMounts> | null = null;
+  private canLowerOomScore: boolean | null = null;
+  private closed = false;
+
+  /** Use {@link createDockerEngine}; the constructor starts following dockerd's events. */
+  constructor(
+    private readonly config: DockerEngineConfig,
+    private readonly context: EngineContext,
+  ) {
+    this.name = context.name;
+    this.log = context.logger.child({ engine: context.name });
+    this.docker = new Docker({ socketPath: config.socket });
+    this.images = new DockerImageCache(this.docker, context.images);
+    this.pause = new PauseImage(this.docker, config.pauseBinary, config.pauseImage);
+    this.recovered = new Promise((resolve) => (this.markRecovered = resolve));
+    this.events = new DockerEventWatcher(
+      this.docker,
+      this.name,
+      {
+        onEvent: (e) => void this.onDockerEvent(e),
+        onConnected: (gapSince) => void this.onConnected(gapSince),
+        onDisconnected: (e) => this.onDisconnected(e),
+      },
+      this.log,
+    );
+  }
+
+  private get logOptions(): DockerLogOptions {
+    return { maxSize: this.config.logMaxSize, maxFiles: this.config.logMaxFiles };
+  }
+
+  // ------------------------------------------------------------------ health
+
+  health(): EngineResult<EngineHealth> {
+    return ResultAsync.fromSafePromise(this.probe());
+  }
+
+  private async probe(): Promise<EngineHealth> {
+    const signal = AbortSignal.timeout(this.config.healthTimeoutMs);
+    try {
+      // dockerode honours abortSignal here; its typings do not list the options argument.
+      const versionOf = this.docker.version.bind(this.docker) as unknown as (opts: {
+        abortSignal: AbortSignal;
+      }) => Promise<Docker.DockerVersion>;
+      const version = await versionOf({ abortSignal: signal });
+      const info = {
+        dockerVersion: version.Version,
+        apiVersion: version.ApiVersion,
+        kernelVersion: version.KernelVersion,
+        socket: this.config.socket,
+      };
+      const pauseMissing = await access(this.config.pauseBinary).then(
+        () => false,
+        () => true,
+      );
+      if (pauseMissing)
+        return {
+          ready: false,
+          reason: 'PauseBinaryMissing',
+          message: `pause binary ${this.config.pauseBinary} is missing; run packages/engine-docker/scripts/setup-assets.sh`,
+          info,
+        };
+      return { ready: true, reason: '', message: `dockerd ${version.Version} is reachable`, info };
+    } catch (e) {
+      const timedOut = signal.aborted;
+      return {
+        ready: false,
+        reason: 'DockerUnreachable',
+        message: timedOut
+          ? `dockerd at ${this.config.socket} did not answer within ${this.config.healthTimeoutMs} ms`
+          : `cannot reach dockerd at ${this.config.socket}: ${dockerMessage(e)}`,
+        info: { socket: this.config.socket },
+      };
+    }
+  }
+
+  inventory(): EngineResult<EngineInventory> {
+    return this.run('list HCR containers in dockerd', async () => {
+      const list = await this.docker.listContainers({
+        all: true,
+        filters: { label: [`${Label.engine}=${this.name}`] },
+      });
+      const sandboxIds = new Set<string>();
+      const containerIds = new Set<string>();
+      for (const c of list) {
+        const kind = c.Labels[Label.kind];
+        const sandboxId = c.Labels[Label.sandboxId];
+        const containerId = c.Labels[Label.containerId];
+        if (kind === 'sandbox' && sandboxId !== undefined) sandboxIds.add(sandboxId);
+        if (kind === 'container' && containerId !== undefined) containerIds.add(containerId);
+      }
+      return { sandboxIds: [...sandboxIds], containerIds: [...containerIds] };
+    });
+  }
+
+  // --------------------------------------------------------------- sandboxes
+
+  createSandbox(sandbox: SandboxRef): EngineResult<SandboxCreated> {
+    return this.run(`create pod sandbox ${sandbox.id}`, async () => {
+      const image = await this.pause.ensure();
+      const options = sandboxCreateOptions(sandbox, { engine: this.name, pauseImage: image, log: this.logOptions });
+      const container = await this.createOrAdopt(options, Label.sandboxId, sandbox.id);
+      try {
+        await this.startIdempotent(container);
+        const pid = await this.awaitNetnsJoined(container, sandbox.network.netnsPath);
+        return { engineData: { dockerId: container.id, pauseImage: image, pid } };
+      } catch (e) {
+        await this.removeForce(container.id);
+        throw e;
+      }
+    });
+  }
+
+  /**
+   * Waits until pause runs inside the pod netns: same namespace inode as the
+   * netns file. App containers join /proc/<pause pid>/ns/net, so starting one
+   * before pause's setns would put it in the wrong namespace.
+   */
+  private async awaitNetnsJoined(container: Docker.Container, netnsPath: string | null): Promise<number> {
+    const want = netnsPath === null ? null : await stat(netnsPath);
+    const deadline = Date.now() + NETNS_JOIN_TIMEOUT_MS;
+    for (;;) {
+      const info = await container.inspect();
+      if (!info.State.Running) {
+        const output = await this.tail(container);
+        throw errors.internal(
+          `infra container exited right after start (exit code ${info.State.ExitCode})${output === '' ? '' : `: ${output}`}`,
+        );
+      }
+      if (want === null) return info.State.Pid;
+      const have = await stat(`/proc/${info.State.Pid}/ns/net`).catch(() => null);
+      if (have !== null && have.ino === want.ino && have.dev === want.dev) return info.State.Pid;
+      if (Date.now() > deadline)
+        throw errors.internal(
+          `infra container did not enter network namespace ${netnsPath} within ${NETNS_JOIN_TIMEOUT_MS} ms`,
+        );
+      await sleep(10);
+    }
+  }
+
+  /** The last lines a container wrote (for error messages). */
+  private async tail(container: Docker.Container): Promise<string> {
+    const out = await container.logs({ stdout: true, stderr: true, follow: false, tail: 5 }).catch(() => null);
+    if (out === null) return '';
+    // Non-TTY logs are multiplexed: strip the 8-byte frame headers.
+    const buf = Buffer.isBuffer(out) ? out : Buffer.from(String(out));
+    const parts: Buffer[] = [];
+    for (let i = 0; i + 8 <= buf.length;) {
+      const len = buf.readUInt32BE(i + 4);
+      parts.push(buf.subarray(i + 8, i + 8 + len));
+      i += 8 + len;
+    }
+    return Buffer.concat(parts).toString('utf8').trim();
+  }
+
+  stopSandbox(sandbox: SandboxRef, gracePeriodSeconds: number): EngineResult<void> {
+    return this.run(`stop pod sandbox ${sandbox.id}`, async () => {
+      const members = await this.sandboxMembers(sandbox.id);
+      const apps = members.filter((c) => c.Labels[Label.kind] === 'container' && c.State === 'running');
+      await Promise.all(apps.map((c) => this.stopIdempotent(c.Id, gracePeriodSeconds)));
+      const pauses = members.filter((c) => c.Labels[Label.kind] === 'sandbox' && c.State === 'running');
+      await Promise.all(pauses.map((c) => this.stopIdempotent(c.Id, gracePeriodSeconds)));
+    });
+  }
+
+  removeSandbox(sandbox: SandboxRef): EngineResult<void> {
+    return this.run(`remove pod sandbox ${sandbox.id}`, async () => {
+      const members = await this.sandboxMembers(sandbox.id);
+      const apps = members.filter((c) => c.Labels[Label.kind] === 'container');
+      await Promise.all(
+        apps.map(async (c) => {
+          await this.removeForce(c.Id);
+          const cid = c.Labels[Label.containerId];
+          if (cid !== undefined) await this.dropFollower(cid);
+        }),
+      );
+      await Promise.all(members.filter((c) => c.Labels[Label.kind] === 'sandbox').map((c) => this.removeForce(c.Id)));
+    });
+  }
+
+  sandboxStatus(sandbox: SandboxRef): EngineResult<EngineSandboxStatus> {
+    return this.run(`status of pod sandbox ${sandbox.id}`, async () => {
+      const info = await this.inspectOrNull(dockerName('sandbox', sandbox.id));
+      if (info === null) return { alive: false, info: { infraContainer: 'missing' } };
+      return {
+        alive: info.State.Running,
+        info: {
+          infraContainer: info.Id,
+          pid: info.State.Pid,
+          image: info.Config.Image,
+          status: info.State.Status,
+          networkMode: info.HostConfig.NetworkMode ?? '',
+        },
+      };
+    });
+  }
+
+  private async sandboxMembers(sandboxId: string): Promise<Docker.ContainerInfo[]> {
+    return this.docker.listContainers({
+      all: true,
+      filters: { label: [`${Label.engine}=${this.name}`, `${Label.sandboxId}=${sandboxId}`] },
+    });
+  }
+
+  // -------------------------------------------------------------- containers
+
+  createContainer(c: ContainerRef): EngineResult<ContainerCreated> {
+    return this.run(`create container ${c.id}`, async () => {
+      await this.images.ensure(c.image.id);
+      const sec = c.spec.linux.security;
+      const seccompProfile =
+        sec.seccomp?.type === 'localhost' && !sec.privileged
+          ? await readSeccompProfile(sec.seccomp.localhostRef)
+          : null;
+      const built = containerCreateOptions(c, {
+        engine: this.name,
+        log: this.logOptions,
+        seccompProfile,
+        canLowerOomScore: await this.canLowerOom(),
+      });
+      if (built.isErr()) throw built.error;
+      for (const w of built.value.warnings) this.log.warn({ container: c.id }, w);
+      await ensureMountSources(c);
+      let container: Docker.Container;
+      try {
+        container = await this.createOrAdopt(built.value.value, Label.containerId, c.id, true);
+      } catch (e) {
+        // The image may have been removed from dockerd behind our back: load it again once.
+        if (!isNoSuchImage(e)) throw e;
+        this.images.forget(c.image.id);
+        await this.images.ensure(c.image.id);
+        container = await this.createOrAdopt(built.value.value, Label.containerId, c.id, true);
+      }
+      return { engineData: { dockerId: container.id } };
+    });
+  }
+
+  startContainer(c: ContainerRef): EngineResult<void> {
+    return this.run(`start container ${c.id}`, async () => {
+      const container = this.docker.getContainer(dockerName('container', c.id));
+      let follower: LogFollower | null = null;
+      if (c.logPath !== '' && !this.followers.has(c.id)) {
+        try {
+          follower = new LogFollower({
+            docker: this.docker,
+            dockerRef: dockerName('container', c.id),
+            logPath: c.logPath,
+            tty: c.spec.tty,
+            cursorFile: this.cursorFile(c.id),
+            resume: false,
+            logger: this.log,
+          });
+        } catch (e) {
+          throw errors.failedPrecondition(`cannot open log file ${c.logPath}: ${(e as Error).message}`);
+        }
+        this.track(c.id, follower);
+      }
+      try {
+        await this.startIdempotent(container);
+      } catch (e) {
+        if (follower !== null) await this.dropFollower(c.id);
+        throw e;
+      }
+      follower?.start();
+    });
+  }
+
+  stopContainer(c: ContainerRef, timeoutSeconds: number): EngineResult<void> {
+    return this.run(`stop container ${c.id}`, () => this.stopIdempotent(dockerName('container', c.id), timeoutSeconds));
+  }
+
+  removeContainer(c: ContainerRef): EngineResult<void> {
+    return this.run(`remove container ${c.id}`, async () => {
+      const info = await this.inspectOrNull(dockerName('container', c.id));
+      if (info !== null) {
+        await this.removeForce(info.Id);
+        this.statsSources.delete(info.Id);
+      }
+      await this.dropFollower(c.id);
+      removeCursor(this.cursorFile(c.id));
+    });
+  }
+
+  containerStatus(c: ContainerRef): EngineResult<EngineContainerStatus> {
+    return this.run(`status of container ${c.id}`, async () => {
+      const info = await this.inspectOrNull(dockerName('container', c.id));
+      if (info === null) throw errors.notFound(`container ${c.id} does not exist in dockerd`);
+      const status = toContainerStatus(info);
+      if (status.state === 'exited') await this.awaitLogs(c.id);
+      return status;
+    });
+  }
+
+  // ----------------------------------------------------------------- streams
+
+  execSync(c: ContainerRef, cmd: readonly string[], timeoutSeconds: number): EngineResult<ExecSyncResult> {
+    return this.run(`exec in container ${c.id}`, () =>
+      streams.execSync(this.appContainer(c), cmd, timeoutSeconds, this.config.execSyncMaxOutputBytes),
+    );
+  }
+
+  exec(c: ContainerRef, cmd: readonly string[], io: StreamIO): EngineResult<{ readonly exitCode: number }> {
+    return this.run(`exec in container ${c.id}`, async () => ({
+      exitCode: await streams.runExec(this.appContainer(c), cmd, io),
+    }));
+  }
+
+  attach(c: ContainerRef, io: StreamIO): EngineResult<void> {
+    return this.run(`attach to container ${c.id}`, () => streams.attach(this.appContainer(c), c.spec.tty, io));
+  }
+
+  portForward(sandbox: SandboxRef, port: number, stream: Duplex): EngineResult<void> {
+    return this.run(`port-forward to port ${port} of pod ${sandbox.id}`, () =>
+      streams.portForward(sandbox.network.netnsPath, port, stream),
+    );
+  }
+
+  // ------------------------------------------------------------------- stats
+
+  containerStats(c: ContainerRef): EngineResult<ContainerStats> {
+    return this.run(`stats of container ${c.id}`, async () => {
+      const source = await this.statsSource(dockerName('container', c.id));
+      const [usage, writable] = await Promise.all([
+        source.cgroup === null ? noUsage : readCgroupUsage(source.cgroup),
+        source.upperDir === null ? 0 : diskUsage(source.upperDir),
+      ]);
+      return {
+        timestamp: nowNanos(),
+        cpuUsageCoreNanoSeconds: usage.cpuNanos,
+        memoryWorkingSetBytes: usage.memoryWorkingSet,
+        memoryUsageBytes: usage.memoryUsage,
+        writableLayerBytes: writable,
+      };
+    });
+  }
+
+  sandboxStats(sandbox: SandboxRef, containers: readonly ContainerRef[]): EngineResult<SandboxStats> {
+    return this.run(`stats of pod sandbox ${sandbox.id}`, async () => {
+      const names = [dockerName('sandbox', sandbox.id), ...containers.map((c) => dockerName('container', c.id))];
+      const usages: CgroupUsage[] = await Promise.all(
+        names.map(async (n) => {
+          const source = await this.statsSource(n);
+          return source.cgroup === null ? noUsage : readCgroupUsage(source.cgroup);
+        }),
+      );
+      let network: SandboxStats['network'] = null;
+      if (sandbox.network.netnsPath !== null) {
+        const pause = await this.inspectOrNull(names[0]!);
+        const text =
+          pause !== null && pause.State.Running
+            ? await readFile(`/proc/${pause.State.Pid}/net/dev`, 'utf8').catch(() => null)
+            : null;
+        if (text !== null) network = parseNetDev(text);
+      }
+      return {
+        timestamp: nowNanos(),
+        cpuUsageCoreNanoSeconds: usages.reduce((a, u) => a + u.cpuNanos, 0n),
+        memoryWorkingSetBytes: usages.reduce((a, u) => a + u.memoryWorkingSet, 0),
+        memoryUsageBytes: usages.reduce((a, u) => a + u.memoryUsage, 0),
+        network,
+        processes: usages.reduce((a, u) => a + u.processes, 0),
+      };
+    });
+  }
+
+  /**
+   * Where a container's cgroup files and writable layer are: found once from
+   * its init process (so any cgroup driver and v1/v2 layout works) and cached.
+   * A container that is not running has no cgroup to read.
+   */
+  private async statsSource(ref: string): Promise<StatsSource> {
+    const info = await this.inspectOrNull(ref);
+    if (info === null) throw errors.notFound(`container ${ref} does not exist in dockerd`);
+    const cached = this.statsSources.get(info.Id);
+    if (cached !== undefined && info.State.Running) return cached;
+    const data = (info.GraphDriver.Data ?? {}) as Record<string, string | undefined>;
+    const upperDir = data['UpperDir'] ?? null;
+    if (!info.State.Running || info.State.Pid <= 0) return { cgroup: null, upperDir };
+    this.cgroupMounts ??= parseCgroupMounts(await readFile('/proc/self/mountinfo', 'utf8'));
+    const proc = await readFile(`/proc/${info.State.Pid}/cgroup`, 'utf8').catch(() => null);
+    const source = { cgroup: proc === null ? null : locateCgroup(this.cgroupMounts, parseProcCgroup(proc)), upperDir };
+    if (source.cgroup !== null) this.statsSources.set(info.Id, source);
+    return source;
+  }
+
+  updateContainerResources(c: ContainerRef, resources: LinuxResources): EngineResult<void> {
+    return this.run(`update resources of container ${c.id}`, async () => {
+      const built = dockerResources(resources);
+      for (const w of built.warnings) this.log.warn({ container: c.id }, w);
+      if (resources.oomScoreAdj !== c.spec.linux.resources.oomScoreAdj)
+        this.log.info(
+          { container: c.id },
+          'oom_score_adj cannot be changed on a Docker container after creation; kept',
+        );
+      if (Object.keys(built.value).length === 0) return;
+      await this.appContainer(c).update(built.value);
+    });
+  }
+
+  reopenContainerLog(c: ContainerRef): EngineResult<void> {
+    return this.run(`reopen log of container ${c.id}`, async () => {
+      const follower = this.followers.get(c.id);
+      if (follower !== undefined) return follower.reopen();
+      if (c.logPath === '') throw errors.failedPrecondition(`container ${c.id} has no log path`);
+      throw errors.failedPrecondition(`container ${c.id} is not running; its log is complete and closed`);
+    });
+  }
+
+  // ------------------------------------------------------------------ events
+
+  subscribe(listener: (event: EngineEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private emit(event: EngineEvent): void {
+    for (const l of this.listeners) {
+      try {
+        l(event);
+      } catch (e) {
+        this.log.error({ err: String(e) }, 'engine event listener failed');
+      }
+    }
+  }
+
+  private async onDockerEvent(event: DockerContainerEvent): Promise<void> {
+    if (event.action !== 'die') return;
+    const a = event.attributes;
+    await match(a[Label.kind])
+      .with('container', async () => {
+        const containerId = a[Label.containerId];
+        if (containerId === undefined) return;
+        await this.awaitLogs(containerId);
+        const info = await this.inspectOrNull(event.dockerId).catch(() => null);
+        const status = info === null ? null : toContainerStatus(info);
+        const exitCode = status?.exitCode ?? Number(a['exitCode'] ?? 255);
+        this.emit({
+          type: 'container-exited',
+          containerId,
+          exitCode,
+          finishedAt: status !== null && status.finishedAt > 0n ? status.finishedAt : event.timeNano,
+          reason: status?.reason ?? (exitCode === 0 ? 'Completed' : 'Error'),
+        });
+      })
+      .with('sandbox', async () => {
+        const sandboxId = a[Label.sandboxId];
+        if (sandboxId === undefined) return;
+        this.emit({
+          type: 'sandbox-died',
+          sandboxId,
+          message: `infra container exited with code ${a['exitCode'] ?? '?'}`,
+        });
+      })
+      .otherwise(async () => undefined);
+  }
+
+  private async onConnected(gapSince: Nanos | null): Promise<void> {
+    try {
+      await this.resumeLogs();
+      if (gapSince !== null) {
+        this.emit({ type: 'health-changed', health: await this.probe() });
+        await this.reportExitsSince(gapSince);
+      }
+    } catch (e) {
+      this.log.warn({ err: String(e) }, 'could not resume after connecting to dockerd');
+    } finally {
+      this.markRecovered();
+    }
+  }
+
+  private onDisconnected(e: unknown): void {
+    if (this.closed) return;
+    this.log.warn({ err: dockerMessage(e) }, 'lost the docker event stream');
+    this.emit({
+      type: 'health-changed',
+      health: {
+        ready: false,
+        reason: 'DockerUnreachable',
+        message: `lost the event stream of dockerd at ${this.config.socket}: ${dockerMessage(e)}`,
+        info: { socket: this.config.socket },
+      },
+    });
+  }
+
+  /**
+   * Resumes copying output for containers dockerd has that no follower
+   * serves (after an HCR restart, or dockerd coming back), each from just
+   * after the last record already in its log.
+   */
+  private async resumeLogs(): Promise<void> {
+    const list = await this.docker.listContainers({
+      all: true,
+      filters: { label: [`${Label.engine}=${this.name}`, `${Label.kind}=container`] },
+    });
+    for (const c of list) {
+      const containerId = c.Labels[Label.containerId];
+      const logPath = c.Labels[Label.logPath];
+      if (containerId === undefined || logPath === undefined || c.State === 'created') continue;
+      if (this.followers.has(containerId)) continue;
+      const info = await this.inspectOrNull(c.Id);
+      if (info === null) continue;
+      try {
+        const follower = new LogFollower({
+          docker: this.docker,
+          dockerRef: c.Id,
+          logPath,
+          tty: info.Config.Tty,
+          cursorFile: this.cursorFile(containerId),
+          resume: true,
+          logger: this.log,
+        });
+        this.track(containerId, follower);
+        follower.start();
+      } catch (e) {
+        this.log.warn({ container: containerId, err: String(e) }, `cannot resume copying output to ${logPath}`);
+      }
+    }
+  }
+
+  /** Reports containers that exited while the event stream was down (dockerd restarted). */
+  private async reportExitsSince(since: Nanos): Promise<void> {
+    const list = await this.docker.listContainers({
+      all: true,
+      filters: { label: [`${Label.engine}=${this.name}`], status: ['exited', 'dead'] },
+    });
+    for (const c of list) {
+      const info = await this.inspectOrNull(c.Id);
+      if (info === null || parseRfc3339Nano(info.State.FinishedAt) < since) continue;
+      await this.onDockerEvent({
+        action: 'die',
+        dockerId: c.Id,
+        attributes: { ...c.Labels, exitCode: String(info.State.ExitCode) },
+        timeNano: parseRfc3339Nano(info.State.FinishedAt),
+      });
+    }
+  }
+
+  // -------------------------------------------------------------- lifecycle
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.events.stop();
+    await Promise.all([...this.followers.values()].map((f) => f.stop()));
+    this.followers.clear();
+    this.listeners.clear();
+  }
+
+  // ----------------------------------------------------------------- helpers
+
+  private run<T>(context: string, fn: () => Promise<T>): EngineResult<T> {
+    return ResultAsync.fromPromise(fn(), (e) => fromDocker(e, context, this.config.socket));
+  }
+
+  private appContainer(c: ContainerRef): Docker.Container {
+    return this.docker.getContainer(dockerName('container', c.id));
+  }
+
+  private cursorFile(containerId: string): string {
+    return join(this.context.stateDir, 'log-cursors', containerId);
+  }
+
+  private track(containerId: string, follower: LogFollower): void {
+    this.followers.set(containerId, follower);
+    void follower.done.then(() => {
+      if (this.followers.get(containerId) === follower) this.followers.delete(containerId);
+    });
+  }
+
+  private async dropFollower(containerId: string): Promise<void> {
+    const follower = this.followers.get(containerId);
+    if (follower === undefined) return;
+    this.followers.delete(containerId);
+    await follower.stop();
+  }
+
+  /** Waits (bounded) until the output of a stopped container is in its CRI log. */
+  private async awaitLogs(containerId: string): Promise<void> {
+    const bounded = <T>(p: Promise<T>): Promise<unknown> =>
+      Promise.race([p, sleep(LOG_DRAIN_TIMEOUT_MS, 'timeout' as const)]);
+    if ((await bounded(this.recovered)) === 'timeout') return;
+    const follower = this.followers.get(containerId);
+    if (follower === undefined) return;
+    if ((await bounded(follower.done)) === 'timeout')
+      this.log.warn({ container: containerId }, `container output still being copied after ${LOG_DRAIN_TIMEOUT_MS} ms`);
+  }
+
+  /**
+   * Creates a container, or adopts the one a crashed earlier attempt left under
+   * the same name (same HCR id in its labels). A stale app container is
+   * replaced rather than adopted, since its config may differ.
+   */
+  private async createOrAdopt(
+    options: Docker.ContainerCreateOptions,
+    idLabel: string,
+    id: string,
+    replace = false,
+  ): Promise<Docker.Container> {
+    try {
+      return await this.docker.createContainer(options);
+    } catch (e) {
+      if (!isDockerConflict(e) || options.name === undefined) throw e;
+      const existing = await this.inspectOrNull(options.name);
+      if (existing === null || existing.Config.Labels[idLabel] !== id) {
+        throw errors.alreadyExists(`a Docker container named ${options.name} exists and is not HCR's ${id}`);
+      }
+      if (!replace) return this.docker.getContainer(existing.Id);
+      await this.removeForce(existing.Id);
+      return this.docker.createContainer(options);
+    }
+  }
+
+  private async startIdempotent(container: Docker.Container): Promise<void> {
+    try {
+      await container.start();
+    } catch (e) {
+      if (!isDockerNotModified(e)) throw e;
+    }
+  }
+
+  private async stopIdempotent(ref: string, timeoutSeconds: number): Promise<void> {
+    try {
+      await this.docker.getContainer(ref).stop({ t: Math.max(0, Math.floor(timeoutSeconds)) });
+    } catch (e) {
+      if (!isDockerNotModified(e) && !isDockerNotFound(e)) throw e;
+    }
+  }
+
+  private async removeForce(ref: string): Promise<void> {
+    try {
+      await this.docker.getContainer(ref).remove({ force: true, v: true });
+    } catch (e) {
+      // 409: a removal is already in progress, which ends the same way.
+      if (!isDockerNotFound(e) && !isDockerConflict(e)) throw e;
+    }
+  }
+
+  private async inspectOrNull(ref: string): Promise<Docker.ContainerInspectInfo | null> {
+    try {
+      return await this.docker.getContainer(ref).inspect();
+    } catch (e) {
+      if (isDockerNotFound(e)) return null;
+      throw e;
+    }
+  }
+
+  /** Whether runc can apply a negative oom_score_adj (needs CAP_SYS_RESOURCE in the bounding set). */
+  private async canLowerOom(): Promise<boolean> {
+    if (this.canLowerOomScore === null) {
+      const status = await readFile('/proc/self/status', 'utf8').catch(() => '');
+      const hex = /^CapBnd:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+      this.canLowerOomScore = hex !== undefined && ((BigInt(`0x${hex}`) >> CAP_SYS_RESOURCE) & 1n) === 1n;
+    }
+    return this.canLowerOomScore;
+  }
+}
+
+/** Maps Docker's container state to the engine's status (CRI reasons included). */
+export function toContainerStatus(info: Docker.ContainerInspectInfo): EngineContainerStatus {
+  const s = info.State;
+  const state = match<string, ContainerState>(s.Status)
+    .with('created', () => 'created')
+    .with('running', 'paused', 'restarting', () => 'running')
+    .with('exited', 'dead', 'removing', () => 'exited')
+    .otherwise(() => 'unknown');
+  const reason = state !== 'exited' ? '' : s.OOMKilled ? 'OOMKilled' : s.ExitCode === 0 ? 'Completed' : 'Error';
+  return {
+    state,
+    pid: s.Pid,
+    startedAt: parseRfc3339Nano(s.StartedAt),
+    finishedAt: state === 'exited' ? parseRfc3339Nano(s.FinishedAt) : 0n,
+    exitCode: state === 'exited' ? s.ExitCode : 0,
+    reason,
+    message: s.Error,
+  };
+}
+
+function isNoSuchImage(e: unknown): boolean {
+  return isDockerNotFound(e) && /image/i.test(dockerMessage(e));
+}
+
+/** Reads a `localhost/…` seccomp profile; CRI gives an absolute path on the node. */
+async function readSeccompProfile(ref: string): Promise<string> {
+  const path = ref.replace(/^localhost\//, '');
+  if (!isAbsolute(path))
+    throw errors.invalidArgument(
+      `seccomp profile "${ref}" must be an absolute path on the node`,
+      'config.linux.security_context.seccomp.localhost_ref',
+    );
+  try {
+    const text = await readFile(path, 'utf8');
+    JSON.parse(text);
+    return text;
+  } catch (e) {
+    throw errors.invalidArgument(
+      `cannot use seccomp profile ${path}: ${(e as Error).message}`,
+      'config.linux.security_context.seccomp.localhost_ref',
+    );
+  }
+}
+
+/** Creates missing bind-mount sources as directories, as the kubelet's dockershim did. */
+async function ensureMountSources(c: ContainerRef): Promise<void> {
+  for (const m of c.spec.mounts) {
+    const exists = await lstat(m.hostPath).then(
+      () => true,
+      (e: NodeJS.ErrnoException) => {
+        if (e.code === 'ENOENT') return false;
+        throw errors.invalidArgument(`mount source ${m.hostPath}: ${e.message}`, 'config.mounts');
+      },
+    );
+    if (!exists) await mkdir(m.hostPath, { recursive: true, mode: 0o755 });
+  }
+}
+
+/** Creates a docker engine; dockerd need not be up yet (health reports it until it is). */
+export function createDockerEngine(
+  config: DockerEngineConfig,
+  context: EngineContext,
+): ResultAsync<RuntimeEngine, HcrError> {
+  return ResultAsync.fromPromise(
+    Promise.resolve().then(() => new DockerEngine(config, context)),
+    (e) => toHcrError(e, 'create docker engine'),
+  );
+}

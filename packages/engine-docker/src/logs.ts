@@ -1,0 +1,235 @@
+import {
+  mkdirSync,
+  openSync,
+  readSync,
+  closeSync,
+  fstatSync,
+  readFileSync,
+  writeFileSync,
+  renameSync,
+  rmSync,
+} from 'node:fs';
+import { dirname } from 'node:path';
+import { Writable, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CriLogWriter, parseCriLogLine, type Logger, type Nanos } from '@hcr/core';
+import type Docker from 'dockerode';
+import { isDockerNotFound } from './docker-errors.js';
+import { StdFrameParser, type StdStream } from './stdcopy.js';
+import { parseRfc3339Nano, toDockerTimestamp } from './time.js';
+
+/** How much of a CRI log's end is read to find the last record's time. */
+const TAIL_BYTES = 64 * 1024;
+
+/** Time of the last complete record in a CRI log file; 0 when there is none. */
+export function lastRecordTime(path: string): Nanos {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    return 0n;
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const length = Math.min(size, TAIL_BYTES);
+    const buf = Buffer.alloc(length);
+    readSync(fd, buf, 0, length, size - length);
+    // Only lines followed by a newline are complete records.
+    const lines = buf.toString('utf8').split('\n').slice(0, -1);
+    for (let i = lines.length - 1; i >= 0; i--) {
+      const record = parseCriLogLine(lines[i]!);
+      if (record === null) continue;
+      const t = parseRfc3339Nano(record.time);
+      if (t > 0n) return t;
+    }
+    return 0n;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Reads a saved log cursor (Unix nanoseconds); 0 when absent. */
+export function readCursor(path: string): Nanos {
+  try {
+    const text = readFileSync(path, 'utf8').trim();
+    return /^\d+$/.test(text) ? BigInt(text) : 0n;
+  } catch {
+    return 0n;
+  }
+}
+
+function writeCursor(path: string, cursor: Nanos): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp`;
+  writeFileSync(tmp, `${cursor}\n`);
+  renameSync(tmp, path);
+}
+
+/** Removes a saved log cursor; absent is fine. */
+export function removeCursor(path: string): void {
+  rmSync(path, { force: true });
+}
+
+/** What a {@link LogFollower} copies, and from where. */
+export interface LogFollowerOptions {
+  readonly docker: Docker;
+  /** Docker id or name of the container. */
+  readonly dockerRef: string;
+  readonly logPath: string;
+  readonly tty: boolean;
+  /** File that remembers the time of the last record copied, across log rotation and HCR restarts. */
+  readonly cursorFile: string;
+  /** Resume after the last record already in the log (recovery) instead of copying from the start. */
+  readonly resume: boolean;
+  readonly logger: Logger;
+  /** Pause between attempts when dockerd cannot be read. */
+  readonly retryMs?: number;
+}
+
+/**
+ * Copies a container's output from dockerd's json-file log (the logs API,
+ * following, with timestamps) into its CRI log file.
+ *
+ * dockerd keeps the output while HCR is away, so nothing is lost across an
+ * HCR restart: a new follower resumes just after the last record time found
+ * in the log (or the saved cursor, if the log was rotated meanwhile). Docker
+ * ends a follow once the container has stopped and its log is read to the
+ * end; {@link done} settles then, so whoever reports the container exited can
+ * first wait for all its output to be in the file.
+ */
+export class LogFollower {
+  /** Settles when all output of the stopped container is in the file, or the follower was stopped. */
+  readonly done: Promise<void>;
+  private readonly writer: CriLogWriter;
+  private cursor: Nanos;
+  private stopped = false;
+  private abort: AbortController | null = null;
+
+  /** Opens the log file (so an unwritable path fails here, before the container starts). */
+  constructor(private readonly opts: LogFollowerOptions) {
+    this.writer = new CriLogWriter(opts.logPath);
+    this.cursor = opts.resume ? maxNanos(lastRecordTime(opts.logPath), readCursor(opts.cursorFile)) : 0n;
+    let begin!: () => void;
+    const started = new Promise<void>((resolve) => (begin = resolve));
+    this.done = started.then(() => this.run());
+    this.begin = begin;
+  }
+
+  private readonly begin: () => void;
+
+  /** Starts copying (after the container was started). */
+  start(): this {
+    this.begin();
+    return this;
+  }
+
+  /** Reopens the CRI log after the kubelet rotated it. */
+  reopen(): void {
+    writeCursor(this.opts.cursorFile, this.cursor);
+    this.writer.reopen();
+  }
+
+  /** Stops copying without waiting for the container (engine shutdown); the cursor is saved. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.abort?.abort();
+    this.begin();
+    await this.done;
+  }
+
+  private async run(): Promise<void> {
+    const retryMs = this.opts.retryMs ?? 1000;
+    const container = this.opts.docker.getContainer(this.opts.dockerRef);
+    try {
+      while (!this.stopped) {
+        try {
+          await this.followOnce(container);
+          if (this.stopped) break;
+          const info = await container.inspect();
+          if (!info.State.Running && !info.State.Restarting) {
+            this.writer.flush(this.cursor > 0n ? this.cursor : new Date());
+            break;
+          }
+        } catch (e) {
+          if (this.stopped) break;
+          if (isDockerNotFound(e)) {
+            this.writer.flush();
+            break;
+          }
+          this.opts.logger.warn(
+            { err: String(e), container: this.opts.dockerRef },
+            'container log copy interrupted; retrying',
+          );
+          await sleep(retryMs);
+        }
+      }
+    } finally {
+      this.writer.close();
+      try {
+        writeCursor(this.opts.cursorFile, this.cursor);
+      } catch (e) {
+        this.opts.logger.warn({ err: String(e), file: this.opts.cursorFile }, 'cannot save the log cursor');
+      }
+    }
+  }
+
+  private async followOnce(container: Docker.Container): Promise<void> {
+    this.abort = new AbortController();
+    const stream = (await container.logs({
+      follow: true,
+      stdout: true,
+      stderr: true,
+      timestamps: true,
+      // Docker's `since` is inclusive; the record at the cursor is already in the file.
+      since: toDockerTimestamp(this.cursor === 0n ? 0n : this.cursor + 1n),
+      abortSignal: this.abort.signal,
+    } as Docker.ContainerLogsOptions & { follow: true })) as unknown as Readable;
+    const sink = this.opts.tty
+      ? new TtyLogLines((payload) => this.record('stdout', payload))
+      : new StdFrameParser((s, p) => this.record(s, p));
+    await pipeline(stream, sink);
+  }
+
+  /** One Docker log message: `<RFC3339Nano> <content>`. */
+  private record(stream: StdStream, message: Buffer): void {
+    if (stream === 'stdin') return;
+    const space = message.indexOf(0x20);
+    const time = space > 0 ? parseRfc3339Nano(message.subarray(0, space).toString('latin1')) : 0n;
+    const content = time > 0n ? message.subarray(space + 1) : message;
+    this.writer.write(stream, content, time > 0n ? time : new Date());
+    if (time > this.cursor) this.cursor = time;
+  }
+}
+
+/**
+ * A TTY container's logs are one raw stream with no frames; each message is
+ * `<timestamp> <content>` and (for every complete line) ends with a newline.
+ */
+class TtyLogLines extends Writable {
+  private pending: Buffer = Buffer.alloc(0);
+
+  constructor(private readonly onMessage: (message: Buffer) => void) {
+    super();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: () => void): void {
+    let data = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    for (let nl = data.indexOf(0x0a); nl !== -1; nl = data.indexOf(0x0a)) {
+      this.onMessage(data.subarray(0, nl + 1));
+      data = data.subarray(nl + 1);
+    }
+    this.pending = data;
+    callback();
+  }
+
+  override _final(callback: () => void): void {
+    if (this.pending.length > 0) this.onMessage(this.pending);
+    this.pending = Buffer.alloc(0);
+    callback();
+  }
+}
+
+function maxNanos(a: Nanos, b: Nanos): Nanos {
+  return a > b ? a : b;
+}
