@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -145,6 +146,10 @@ export async function runPodAndReadLogs(
     runtime.close();
     store.close();
     await engine.close();
-    if (opts.workDir === undefined) rmSync(dir, { recursive: true, force: true });
+    if (opts.workDir === undefined) {
+      // The network manager makes its netns dir a mount point (as `ip netns` does): unmount it first.
+      spawnSync('umount', ['--lazy', join(dir, 'netns')], { stdio: 'ignore' });
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
 }
