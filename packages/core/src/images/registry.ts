@@ -316,6 +316,8 @@ export class RegistryClient {
       const failure = networkError(e, what);
       watch.destroy(failure instanceof TransientError ? failure : new TransientError(failure));
     });
+    // The consumer may not be reading yet when the transfer breaks; it sees the error when it does.
+    watch.on('error', () => undefined);
     watch.on('close', () => {
       clearTimeout(timer);
       if (!body.destroyed) body.destroy();
