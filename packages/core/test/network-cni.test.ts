@@ -149,7 +149,7 @@ describe('CNI parameters', () => {
 
   it('derives each request config per spec: list name and version, declared capabilities only, no capabilities key', () => {
     const l = list();
-    const caps = { ...capabilityArgs(spec()), mac: '02:00:00:00:00:01' };
+    const caps: Record<string, unknown> = { ...capabilityArgs(spec()), mac: '02:00:00:00:00:01' };
     const tuning = requestConfig(l, l.plugins[1]!, caps, { cniVersion: '1.0.0' });
     expect(tuning).toEqual({
       type: 'tuning',
@@ -162,7 +162,7 @@ describe('CNI parameters', () => {
     expect(bridge).not.toHaveProperty('runtimeConfig');
     expect(bridge).not.toHaveProperty('prevResult');
     const portmap = requestConfig(l, l.plugins[2]!, caps, null);
-    expect(portmap['runtimeConfig']).toEqual({ portMappings: caps.portMappings, dns: caps.dns });
+    expect(portmap['runtimeConfig']).toEqual({ portMappings: caps['portMappings'], dns: caps['dns'] });
     expect(portmap).not.toHaveProperty('capabilities');
   });
 
@@ -388,6 +388,16 @@ describe('CniNetworkManager with fake plugins', () => {
       ['bridge', 'DEL', null, null],
     ]);
     expect(c[0]!.env['CNI_ARGS']).toContain('K8S_POD_INFRA_CONTAINER_ID=sb2');
+  });
+
+  it("hands the caller's last network to DEL as prevResult when the record is lost", async () => {
+    const { m } = setup();
+    const last = { netnsPath: liveNs, ips: ['10.1.0.7'], interfaces: [], gateway: null, cniResult: added };
+    (await m.detach('sb9', null, spec(), last))._unsafeUnwrap();
+    expect(calls().map((c) => [c.plugin, c.conf['prevResult']])).toEqual([
+      ['portmap', added],
+      ['bridge', added],
+    ]);
   });
 
   it('succeeds at DEL with neither a record nor a config: nothing can have been added', async () => {

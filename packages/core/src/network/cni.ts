@@ -3,7 +3,7 @@ import { match } from 'ts-pattern';
 import { errors, type HcrError, toHcrError } from '../errors.js';
 import type { SandboxSpec } from '../types.js';
 import { compareVersions, findPlugin, type NetworkConfList, type PluginConf } from './config.js';
-import { execFile, type ExecOutcome, systemPath, tail } from './exec.js';
+import { runProcess, type ExecOutcome, systemPath, tail } from './exec.js';
 
 /** The CNI operations a runtime performs on an attachment. */
 export type CniCommand = 'ADD' | 'DEL' | 'CHECK';
@@ -194,7 +194,7 @@ export function invokePlugin(
   const env = pluginEnv(command, attachment, options.binDirs);
   if (env.isErr()) return errAsync(env.error);
   const input = JSON.stringify(requestConfig(list, plugin, attachment.capabilityArgs, prevResult));
-  return ResultAsync.fromPromise(execFile(binary, [], { input, env: env.value, timeoutMs: options.timeoutMs }), (e) =>
+  return ResultAsync.fromPromise(runProcess(binary, [], { input, env: env.value, timeoutMs: options.timeoutMs }), (e) =>
     toHcrError(e, `running CNI plugin ${plugin.type}`),
   ).andThen((outcome): Result<unknown, HcrError> => {
     if (outcome.kind !== 'exited' || outcome.code !== 0) {

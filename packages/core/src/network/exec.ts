@@ -16,7 +16,7 @@ export type ExecOutcome =
   | { readonly kind: 'timeout'; readonly stdout: string; readonly stderr: string }
   | { readonly kind: 'spawnError'; readonly error: NodeJS.ErrnoException };
 
-/** Options for {@link execFile}. */
+/** Options for {@link runProcess}. */
 export interface ExecOptions {
   /** Killed with SIGKILL after this long. */
   readonly timeoutMs: number;
@@ -34,7 +34,7 @@ const PIPE_GRACE_MS = 2_000;
  * Runs `file` with an argv array (never a shell) and collects its output. The
  * promise never rejects: every way the process can end is an {@link ExecOutcome}.
  */
-export function execFile(file: string, args: readonly string[], options: ExecOptions): Promise<ExecOutcome> {
+export function runProcess(file: string, args: readonly string[], options: ExecOptions): Promise<ExecOutcome> {
   return new Promise((resolve) => {
     const child = spawn(file, args, { env: options.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
@@ -141,8 +141,9 @@ export function runTool(
   input?: string,
 ): ResultAsync<string, HcrError> {
   const file = hostTool(name);
-  return ResultAsync.fromPromise(execFile(file, args, { timeoutMs, ...(input === undefined ? {} : { input }) }), (e) =>
-    toHcrError(e, what),
+  return ResultAsync.fromPromise(
+    runProcess(file, args, { timeoutMs, ...(input === undefined ? {} : { input }) }),
+    (e) => toHcrError(e, what),
   ).andThen((o): Result<string, HcrError> => {
     if (o.kind === 'exited' && o.code === 0) return ok(o.stdout);
     if (o.kind === 'spawnError') {

@@ -171,12 +171,22 @@ export class CniNetworkManager implements NetworkManager {
     );
   }
 
-  detach(sandboxId: string, netnsPath: string | null, spec: SandboxSpec): ResultAsync<void, HcrError> {
+  detach(
+    sandboxId: string,
+    netnsPath: string | null,
+    spec: SandboxSpec,
+    lastNetwork: PodNetwork | null = null,
+  ): ResultAsync<void, HcrError> {
     const id = checkSandboxId(sandboxId);
     if (id.isErr()) return errAsync(id.error);
     return this.#queue.run(`cni:${sandboxId}`, () =>
       this.#readCache(sandboxId).andThen((cached) => {
-        if (cached.kind === 'found') return this.#del(cached.entry, netnsPath);
+        if (cached.kind === 'found') {
+          const { entry } = cached;
+          // An ADD that never recorded its result may still have reached the caller's record.
+          const result = entry.result ?? lastNetwork?.cniResult ?? null;
+          return this.#del({ ...entry, result }, netnsPath);
+        }
         const { config, skipped } = loadNetworkConfig(this.options.confDir);
         if (config === null) {
           // Nothing recorded and nothing configured: no plugin could have been run for this pod.
@@ -193,7 +203,7 @@ export class CniNetworkManager implements NetworkManager {
           args: kubernetesCniArgs(sandboxId, spec),
           capabilityArgs: capabilityArgs(spec),
           config,
-          result: null,
+          result: lastNetwork?.cniResult ?? null,
         };
         return this.#del(entry, netnsPath);
       }),
@@ -224,24 +234,10 @@ export class CniNetworkManager implements NetworkManager {
   }
 
   readiness(): NetworkReadiness {
-    const { config, skipped } = loadNetworkConfig(this.options.confDir);
-    if (config === null) {
-      const why = skipped.map((s) => `${s.file}: ${s.reason}`).join('; ');
-      return {
-        ready: false,
-        reason: NETWORK_NOT_READY_REASON,
-        message: `no usable CNI network config in ${this.options.confDir}${why === '' ? '' : ` (${why})`}`,
-      };
-    }
-    const missing = missingPlugins(config, this.options.binDirs);
-    if (missing.length > 0) {
-      return {
-        ready: false,
-        reason: NETWORK_NOT_READY_REASON,
-        message: `CNI network "${config.name}" (${config.source}) needs plugins not found in ${this.options.binDirs.join(', ')}: ${missing.join(', ')}`,
-      };
-    }
-    return { ready: true, reason: '', message: `CNI network "${config.name}" from ${config.source}` };
+    const usable = this.#usableConfig();
+    return usable.isOk()
+      ? { ready: true, reason: '', message: `CNI network "${usable.value.name}" from ${usable.value.source}` }
+      : { ready: false, reason: NETWORK_NOT_READY_REASON, message: usable.error };
   }
 
   listNetns(): ResultAsync<readonly string[], HcrError> {
@@ -254,14 +250,27 @@ export class CniNetworkManager implements NetworkManager {
     );
   }
 
-  /** The config pods get now, with all its plugins present; otherwise the network is not ready. */
+  /** The config pods get now, provided every plugin it names is present; else why the network is not ready. */
+  #usableConfig(): Result<NetworkConfList, string> {
+    const { config, skipped } = loadNetworkConfig(this.options.confDir);
+    if (config === null) {
+      const why = skipped.map((s) => `${s.file}: ${s.reason}`).join('; ');
+      return err(`no usable CNI network config in ${this.options.confDir}${why === '' ? '' : ` (${why})`}`);
+    }
+    const missing = missingPlugins(config, this.options.binDirs);
+    if (missing.length > 0) {
+      return err(
+        `CNI network "${config.name}" (${config.source}) needs plugins not found in ${this.options.binDirs.join(', ')}: ${missing.join(', ')}`,
+      );
+    }
+    return ok(config);
+  }
+
   #currentConfig(command: string): ResultAsync<NetworkConfList, HcrError> {
-    const state = this.readiness();
-    if (!state.ready) return errAsync(errors.unavailable(`cannot run CNI ${command}: ${state.message}`));
-    const { config } = loadNetworkConfig(this.options.confDir);
-    return config === null
-      ? errAsync(errors.unavailable(`cannot run CNI ${command}: the config in ${this.options.confDir} vanished`))
-      : okAsync(config);
+    const usable = this.#usableConfig();
+    return usable.isOk()
+      ? okAsync(usable.value)
+      : errAsync(errors.unavailable(`cannot run CNI ${command}: ${usable.error}`));
   }
 
   #readCache(sandboxId: string): ResultAsync<CacheRead, HcrError> {

@@ -68,32 +68,35 @@ function unwrap<T>(r: Result<T, HcrError>): T {
   return r.value;
 }
 
-const dirReady = new Map<string, Promise<void>>();
+// Serialises preparation per directory so that concurrent creators do not stack bind mounts.
+const dirQueue = new Map<string, Promise<unknown>>();
 
 /**
  * Makes the namespace directory a mount point with shared propagation, as
  * `ip netns` does for /run/netns: namespace mounts made under it then reach
- * every mount namespace that shares it, and their unmounts do too.
+ * every mount namespace that shares it, and their unmounts do too. Checked on
+ * every call (someone may have unmounted it), which costs one mountinfo read.
  */
 function prepareNetnsDir(dir: string, timeoutMs: number): ResultAsync<void, HcrError> {
-  let ready = dirReady.get(dir);
-  if (ready === undefined) {
-    ready = (async () => {
-      await mkdir(dir, { recursive: true, mode: 0o755 });
-      const real = await realpath(dir);
-      if ((await mountsAt(real)).length === 0) {
-        unwrap(await runTool('mount', ['--bind', real, real], `making ${real} a mount point`, timeoutMs));
-      }
-      const top = (await mountsAt(real)).at(-1);
-      if (top === undefined || !top.optional.some((o) => o.startsWith('shared:'))) {
-        unwrap(await runTool('mount', ['--make-rshared', real], `sharing ${real}`, timeoutMs));
-      }
-    })();
-    dirReady.set(dir, ready);
-    // A failure must not be remembered: the next call tries again.
-    ready.catch(() => dirReady.delete(dir));
-  }
-  return ResultAsync.fromPromise(ready, (e) => toHcrError(e, `preparing network namespace directory ${dir}`));
+  const prepare = async () => {
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    const real = await realpath(dir);
+    if ((await mountsAt(real)).length === 0) {
+      unwrap(await runTool('mount', ['--bind', real, real], `making ${real} a mount point`, timeoutMs));
+    }
+    const top = (await mountsAt(real)).at(-1);
+    if (top === undefined || !top.optional.some((o) => o.startsWith('shared:'))) {
+      unwrap(await runTool('mount', ['--make-rshared', real], `sharing ${real}`, timeoutMs));
+    }
+  };
+  const next = (dirQueue.get(dir) ?? Promise.resolve()).catch(() => undefined).then(prepare);
+  dirQueue.set(dir, next);
+  void next
+    .catch(() => undefined)
+    .then(() => {
+      if (dirQueue.get(dir) === next) dirQueue.delete(dir);
+    });
+  return ResultAsync.fromPromise(next, (e) => toHcrError(e, `preparing network namespace directory ${dir}`));
 }
 
 /**

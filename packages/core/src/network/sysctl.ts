@@ -1,6 +1,6 @@
 import { err, errAsync, ok, okAsync, type Result, ResultAsync } from 'neverthrow';
 import { errors, type HcrError, toHcrError } from '../errors.js';
-import { execFile, hostTool, tail } from './exec.js';
+import { runProcess, hostTool, tail } from './exec.js';
 
 const SEGMENT_RE = /^[A-Za-z0-9_-]+$/;
 const SEGMENT_WITH_DOTS_RE = /^[A-Za-z0-9_.-]+$/;
@@ -42,7 +42,7 @@ function writeSysctl(netnsPath: string, name: string, value: string, timeoutMs: 
   const path = checkValue(name, value).andThen(() => sysctlPath(name));
   if (path.isErr()) return errAsync(path.error);
   return ResultAsync.fromPromise(
-    execFile(hostTool('nsenter'), [`--net=${netnsPath}`, '--', hostTool('tee'), path.value], {
+    runProcess(hostTool('nsenter'), [`--net=${netnsPath}`, '--', hostTool('tee'), path.value], {
       input: value,
       timeoutMs,
     }),

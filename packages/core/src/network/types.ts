@@ -21,8 +21,17 @@ export interface NetworkManager {
   attach(sandboxId: string, netnsPath: string, spec: SandboxSpec): ResultAsync<PodNetwork, HcrError>;
   /** CNI CHECK. */
   check(sandboxId: string, netnsPath: string, spec: SandboxSpec, network: PodNetwork): ResultAsync<void, HcrError>;
-  /** CNI DEL; succeeds when there is nothing to delete. */
-  detach(sandboxId: string, netnsPath: string | null, spec: SandboxSpec): ResultAsync<void, HcrError>;
+  /**
+   * CNI DEL; succeeds when there is nothing to delete. `lastNetwork` is the
+   * network ADD returned, from the caller's own record: DEL hands its result to
+   * the plugins when HCR's CNI cache is lost (some, like firewall, need it).
+   */
+  detach(
+    sandboxId: string,
+    netnsPath: string | null,
+    spec: SandboxSpec,
+    lastNetwork?: PodNetwork | null,
+  ): ResultAsync<void, HcrError>;
   /** Unmounts and removes the namespace file; succeeds when it is already gone. */
   removeNetns(netnsPath: string): ResultAsync<void, HcrError>;
   /** Opens a TCP connection to `127.0.0.1:port` inside the namespace. */
