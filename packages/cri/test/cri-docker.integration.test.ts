@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
@@ -47,7 +47,7 @@ describe('CRI v1 on the docker engine', () => {
 
   afterAll(async () => {
     await shim?.stop();
-    rmSync(logDir, { recursive: true, force: true });
+    if (logDir) rmSync(logDir, { recursive: true, force: true });
   }, 60_000);
 
   it('answers Version and Status', async () => {
@@ -199,13 +199,14 @@ describe('CRI v1 on the docker engine', () => {
 
   it('applies env, args, working dir, user and mounts', async () => {
     const host = mkdtempSync(join(tmpdir(), 'hcr-it-mount-'));
-    writeFileSync(join(host, 'data.txt'), 'from-host');
+    writeFileSync(join(host, 'data.txt'), 'from-host', { mode: 0o644 });
+    chmodSync(host, 0o755); // the container runs as nobody
     try {
       const pod = await runPod();
       const cid = await runContainer(pod, {
         command: ['sleep'],
         args: ['3600'],
-        envs: [{ key: 'GREETING', value: 'hello' }],
+        envs: [{ key: 'GREETING', value: Buffer.from('hello') }],
         workingDir: '/tmp',
         mounts: [{ containerPath: '/data', hostPath: host, readonly: true }],
         linux: { securityContext: { runAsUser: { value: '65534' }, namespaceOptions: { pid: 'CONTAINER' } } },

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { criClient, type CriClient } from '../../src/client.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -169,6 +169,7 @@ export async function startShim(opts: ShimOptions = {}): Promise<TestShim> {
       const done = exited();
       child?.kill('SIGTERM');
       await done;
+      spawnSync('umount', ['--lazy', join(dir, 'run', 'netns')], { stdio: 'ignore' });
       try {
         execFileSync('ip', ['link', 'del', bridge], { stdio: 'ignore' });
       } catch {
@@ -197,9 +198,11 @@ export function leaks(shim: TestShim): string[] {
     const left = readdirSync(netnsDir);
     if (left.length > 0) found.push(`netns: ${left.join(' ')}`);
   }
+  // The network manager makes its netns dir a mount point once (as `ip netns` does); only mounts below it are per-pod.
   const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
     .split('\n')
-    .filter((l) => l.includes(shim.dir));
+    .map((l) => l.split(' ')[4] ?? '')
+    .filter((m) => m.startsWith(shim.dir) && m !== netnsDir);
   if (mounts.length > 0) found.push(`mounts: ${mounts.length} under ${shim.dir}`);
   let veths = '';
   try {
