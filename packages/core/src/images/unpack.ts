@@ -40,7 +40,7 @@ import { type Readable, Transform } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { Decompress as ZstdDecompress } from 'fzstd';
 import { extract, type Header } from 'tar-stream';
-import { errors } from '../errors.js';
+import { ErrorCode, errors, HcrError, isHcrError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { isErrno, run } from './fsutil.js';
 
@@ -121,9 +121,16 @@ export async function applyLayer(root: string, tarStream: Readable, options: App
     },
   });
   const ex = extract();
-  // tar-stream's streams are streamx, not Node streams: wire them by hand so every failure reaches the loop.
-  tarStream.on('error', (e) => ex.destroy(e));
-  measure.on('error', (e) => ex.destroy(e));
+  // tar-stream's streams are streamx, not Node streams: wire them by hand so every failure reaches the loop,
+  // and remember the first, which says more than the "destroyed" errors that follow it.
+  let streamError: Error | undefined;
+  const failed = (e: Error) => {
+    streamError ??= e;
+    ex.destroy(e);
+  };
+  tarStream.on('error', failed);
+  measure.on('error', failed);
+  ex.on('error', (e: Error) => (streamError ??= e));
   tarStream.pipe(measure).pipe(ex as unknown as NodeJS.WritableStream);
   const applier = new Applier(root, options);
   try {
@@ -139,6 +146,13 @@ export async function applyLayer(root: string, tarStream: Readable, options: App
     tarStream.destroy();
     measure.destroy();
     ex.destroy();
+    if (streamError !== undefined && !isHcrError(streamError)) {
+      throw new HcrError(
+        ErrorCode.FailedPrecondition,
+        `layer ${options.layer} is not a readable tar archive: ${streamError.message}`,
+        { cause: streamError },
+      );
+    }
     throw e;
   }
   return { diffId: `sha256:${hash.digest('hex')}`, size };
@@ -209,6 +223,14 @@ class Applier {
     const base = comps[comps.length - 1];
     const parentComps = comps.slice(0, -1);
 
+    // Names starting with .wh. are reserved (OCI image-spec); under such a directory lies aufs bookkeeping.
+    if (parentComps.some((c) => c.startsWith(WHITEOUT_PREFIX))) {
+      this.options.logger.debug(
+        { layer: this.options.layer, entry },
+        'skipping entry under a whiteout-prefixed directory',
+      );
+      return;
+    }
     // Whiteouts are recognised by name whatever their type: docker writes some as hard links with a stale target.
     if (base !== undefined && base.startsWith(WHITEOUT_PREFIX)) {
       await this.#whiteout(parentComps, base, entry);
