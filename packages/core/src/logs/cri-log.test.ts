@@ -62,8 +62,25 @@ describe('CriLogWriter', () => {
     expect(lines(p)[0]!.time).toBe('2026-01-02T03:04:05.678901234Z');
   });
 
+  it('appends corked records at uncork, in order', () => {
+    const p = join(dir, 'cork.log');
+    const w = new CriLogWriter(p);
+    w.cork();
+    w.write('stdout', Buffer.from('a\n'));
+    w.write('stderr', Buffer.from('b\n'));
+    expect(lines(p)).toEqual([]);
+    w.uncork();
+    w.cork();
+    w.write('stdout', Buffer.from('c\n'));
+    w.close();
+    expect(lines(p).map((x) => x.content)).toEqual(['a', 'b', 'c']);
+  });
+
   it('formats RFC3339Nano timestamps', () => {
     expect(formatRfc3339Nano(new Date('2026-01-02T03:04:05.678Z'))).toBe('2026-01-02T03:04:05.678000000Z');
+    expect(formatRfc3339Nano(new Date('2026-01-02T03:04:05.001Z'))).toBe('2026-01-02T03:04:05.001000000Z');
+    expect(formatRfc3339Nano(new Date('2026-01-02T03:04:06.000Z'))).toBe('2026-01-02T03:04:06.000000000Z');
+    expect(formatRfc3339Nano(new Date('1969-12-31T23:59:59.500Z'))).toBe('1969-12-31T23:59:59.500000000Z');
     expect(formatRfc3339Nano(new Date('2026-01-02T03:04:05.678Z'), 1_767_323_045_678_901_234n)).toBe(
       '2026-01-02T03:04:05.678901234Z',
     );

@@ -22,10 +22,13 @@ export const MAX_LOG_LINE = 16 * 1024;
  * cut off without a newline at close).
  *
  * Writes are synchronous appends so that a record is on disk in order even when
- * stdout and stderr interleave; {@link reopen} supports log rotation.
+ * stdout and stderr interleave; {@link reopen} supports log rotation. A caller
+ * that receives output in batches can {@link cork} the writer to turn a batch
+ * into one append instead of one per record.
  */
 export class CriLogWriter {
   private fd: number | null;
+  private corked: Buffer[] | null = null;
   private readonly pending: Record<LogStream, Buffer[]> = { stdout: [], stderr: [] };
   private readonly pendingLength: Record<LogStream, number> = { stdout: 0, stderr: 0 };
 
@@ -55,8 +58,21 @@ export class CriLogWriter {
     }
   }
 
+  /** Holds records in memory until {@link uncork}, which appends them all at once, in order. */
+  cork(): void {
+    this.corked ??= [];
+  }
+
+  /** Appends the records held since {@link cork}. */
+  uncork(): void {
+    const held = this.corked;
+    this.corked = null;
+    if (held !== null && held.length > 0 && this.fd !== null) writeSync(this.fd, Buffer.concat(held));
+  }
+
   /** Closes and reopens the file (after the kubelet rotated it). */
   reopen(): void {
+    this.uncork();
     if (this.fd !== null) closeSync(this.fd);
     mkdirSync(dirname(this.path), { recursive: true });
     this.fd = openSync(this.path, 'a', 0o640);
@@ -65,6 +81,7 @@ export class CriLogWriter {
   /** Flushes partial output and closes the file. */
   close(): void {
     this.flush();
+    this.uncork();
     if (this.fd !== null) closeSync(this.fd);
     this.fd = null;
   }
@@ -91,17 +108,31 @@ export class CriLogWriter {
     if (this.fd === null) return;
     const stamp =
       typeof time === 'bigint' ? formatRfc3339Nano(new Date(Number(time / 1_000_000n)), time) : formatRfc3339Nano(time);
-    const head = Buffer.from(`${stamp} ${stream} ${tag} `);
-    writeSync(this.fd, Buffer.concat([head, content, Buffer.from('\n')]));
+    const record = Buffer.concat([Buffer.from(`${stamp} ${stream} ${tag} `), content, NEWLINE]);
+    if (this.corked !== null) this.corked.push(record);
+    else writeSync(this.fd, record);
   }
 }
 
+const NEWLINE = Buffer.from('\n');
+
+// Consecutive records mostly fall in the same second: reuse its formatted date and time.
+let cachedSecond = Number.NaN;
+let cachedPrefix = '';
+
 /** Formats a time as RFC 3339 with nanoseconds, as Go's `time.RFC3339Nano` in UTC. */
 export function formatRfc3339Nano(time: Date, nanos?: bigint): string {
-  const iso = time.toISOString(); // 2026-11-25T22:18:05.123Z
+  const ms = time.getTime();
+  const second = Math.floor(ms / 1000);
+  if (second !== cachedSecond) {
+    cachedPrefix = time.toISOString().slice(0, 19); // 2026-11-25T22:18:05
+    cachedSecond = second;
+  }
   const frac =
-    nanos === undefined ? iso.slice(20, 23) + '000000' : (nanos % 1_000_000_000n).toString().padStart(9, '0');
-  return `${iso.slice(0, 19)}.${frac}Z`;
+    nanos === undefined
+      ? String((ms - second * 1000) * 1_000_000).padStart(9, '0')
+      : String(Number(nanos % 1_000_000_000n)).padStart(9, '0');
+  return `${cachedPrefix}.${frac}Z`;
 }
 
 /** One parsed CRI log record. */
