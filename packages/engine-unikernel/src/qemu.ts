@@ -19,7 +19,7 @@ import {
   type MonitorAvailability,
 } from './monitor.js';
 import { QmpClient, qmpCommand } from './qmp.js';
-import { readMonitorStatus, startSupervised, type MonitorStatus } from './supervisor.js';
+import { processAlive, readMonitorStatus, startSupervised, type MonitorStatus } from './supervisor.js';
 import { pollUntil } from './wait.js';
 
 /** How the engine picks QEMU's accelerator. */
@@ -162,11 +162,11 @@ export function decodeQemuExit(status: MonitorStatus, monitorLog: string): Guest
     .exhaustive();
 }
 
-// Lines QEMU prints on stderr that are not errors (warnings about CPU features, signal notices).
+// QEMU's own error lines ("qemu-system-x86_64: …"), without its warnings and signal notices.
 function qemuErrorLines(log: string): string {
   return log
     .split('\n')
-    .filter((l) => l.trim() !== '' && !/warning:|terminating on signal/.test(l))
+    .filter((l) => /^qemu[\w-]*: /.test(l) && !/warning:|terminating on signal/.test(l))
     .join('\n')
     .trim();
 }
@@ -226,12 +226,15 @@ export class QemuMonitor implements Monitor {
 
   private async launchVm(req: LaunchRequest): Promise<void> {
     const accel = await this.accel();
-    await startSupervised(req.files, req.netnsPath, qemuArgv(this.binary, accel.accel, req));
+    const supervisor = await startSupervised(req.files, req.netnsPath, qemuArgv(this.binary, accel.accel, req));
     // Ready when QMP answers (the machine is built and running) or QEMU already
     // ended — a unikernel may finish before the socket is ever polled.
     const ready = await pollUntil(async () => {
       const status = await readMonitorStatus(req.files);
       if (status !== null) return { ended: status };
+      if (!(await processAlive(supervisor))) {
+        throw new Error(`the supervisor ended before QEMU: ${await monitorLogTail(req.files.monitorLog)}`);
+      }
       if (!existsSync(req.files.qmp)) return undefined;
       try {
         (await QmpClient.connect(req.files.qmp, 1000)).close();

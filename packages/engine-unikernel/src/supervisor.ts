@@ -22,7 +22,7 @@ my $pid = fork();
 defined $pid or die "fork: $!\n";
 if ($pid == 0) {
   $SIG{$_} = 'DEFAULT' for qw(HUP INT TERM PIPE);
-  exec { $argv[0] } @argv; print STDERR "exec $argv[0]: $!\n"; exit 127;
+  exec { $argv[0] } @argv or do { print STDERR "exec $argv[0]: $!\n"; exit 127 };
 }
 put("$dir/monitor.pid", "$pid\n");
 my $r; do { $r = waitpid($pid, 0) } while ($r == -1 && $!{EINTR});
