@@ -68,9 +68,9 @@ describe('process-backed TCP relay', () => {
   });
 
   it('kills the helper when the stream is destroyed', async () => {
+    const accepted = once(server, 'connection') as Promise<[Socket]>;
     const stream = (await relayTo(port))._unsafeUnwrap();
-    // The server saw the connection before socat reported it up.
-    const serverSide = sockets.at(-1)!;
+    const [serverSide] = await accepted;
     stream.write('x');
     stream.destroy();
     // Only a dead socat closes the connection: the stream never ended its writable side.

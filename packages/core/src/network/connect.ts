@@ -92,7 +92,7 @@ export function openRelay(spec: RelaySpec): ResultAsync<Duplex, HcrError> {
         settled = true;
         clearTimeout(timer);
         child.stderr.off('data', onStderr);
-        child.off('exit', onExit);
+        child.off('close', onClose);
         child.off('error', onError);
         resolve(r);
       };
@@ -110,7 +110,8 @@ export function openRelay(spec: RelaySpec): ResultAsync<Duplex, HcrError> {
           settle(ok(new ProcessStream(child, stderr.slice(-4_096))));
         }
       };
-      const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
+      // 'close' rather than 'exit': only then has all of the helper's complaint arrived.
+      const onClose = (code: number | null, signal: NodeJS.Signals | null) => {
         const why = signal !== null ? `killed by ${signal}` : `exit status ${code ?? '?'}`;
         fail(errors.unavailable(`cannot connect to ${spec.target}: ${relayComplaint(stderr) || why}`));
       };
@@ -123,7 +124,7 @@ export function openRelay(spec: RelaySpec): ResultAsync<Duplex, HcrError> {
       );
       child.stdin.on('error', () => undefined);
       child.stderr.on('data', onStderr);
-      child.on('exit', onExit);
+      child.on('close', onClose);
       child.on('error', onError);
     }),
   );
