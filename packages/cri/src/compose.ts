@@ -88,12 +88,13 @@ export async function compose(config: HcrConfig, logger: Logger): Promise<Compos
     registrations.set(r.kind, r);
   }
 
-  const images = new OciImageService({
+  const opened = await OciImageService.open({
     root: config.images.root,
     registries: config.registries,
     logger: logger.child({ component: 'images' }),
   });
-  await images.init();
+  if (opened.isErr()) throw new Error(`image store ${config.images.root}: ${opened.error.message}`);
+  const images = opened.value;
   const network = new CniNetworkManager({
     confDir: config.cni.confDir,
     binDirs: config.cni.binDirs,

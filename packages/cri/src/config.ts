@@ -8,6 +8,8 @@ export interface RegistryHostConfig {
   readonly mirrors: readonly string[];
   readonly insecure: boolean;
   readonly rewrite: Readonly<Record<string, string>>;
+  /** Replaces the host's own endpoint (e.g. to keep an air-gapped node from ever contacting it). */
+  readonly server?: string;
 }
 
 /** One configured engine instance. */
@@ -101,6 +103,7 @@ kind = "unikernel"
 # Registry mirrors: pulls of HOST/... try each mirror in order, then HOST itself.
 # [registries."registry.k8s.io"]
 # mirrors = ["http://127.0.0.1:5000"]
+# server = "http://127.0.0.1:5000"   # replace the host itself (air-gapped: never contact it)
 # [registries."127.0.0.1:5000"]
 # insecure = true
 
@@ -216,6 +219,7 @@ function build(raw: Table): HcrConfig {
       mirrors: strArray(t, 'mirrors', [], `registries."${host}".`),
       insecure: bool(t, 'insecure', false, `registries."${host}".`),
       rewrite: (t['rewrite'] as Record<string, string> | undefined) ?? {},
+      ...(t['server'] !== undefined ? { server: str(t, 'server', '', `registries."${host}".`) } : {}),
     };
   }
 

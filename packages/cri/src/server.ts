@@ -1,4 +1,5 @@
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { createServer, type Server as NetServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
@@ -29,6 +30,7 @@ import {
   sandboxStatusToWire,
   sandboxToWire,
 } from './convert.js';
+import { rewriteAuthority } from './authority-proxy.js';
 import { toServiceError } from './grpc-status.js';
 import type { ProtoGrpcType } from './generated/api.js';
 import type { ImageServiceHandlers } from './generated/runtime/v1/ImageService.js';
@@ -98,6 +100,8 @@ type Unary<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sen
 export class CriServer {
   private readonly server: grpc.Server;
   private socketPath: string | null = null;
+  private listener: NetServer | null = null;
+  private injector: grpc.ConnectionInjector | null = null;
 
   constructor(private readonly opts: CriServerOptions) {
     this.server = new grpc.Server({
@@ -109,21 +113,38 @@ export class CriServer {
     this.server.addService(proto.runtime.v1.ImageService.service, this.imageHandlers());
   }
 
-  /** Listens on a unix socket (mode 0660, parent dirs created, stale socket replaced). */
+  /**
+   * Listens on a unix socket (mode 0660, parent dirs created, stale socket
+   * replaced). Connections are accepted here and injected into grpc-js through
+   * the `:authority` rewriter (see authority-proxy.ts), so crictl/critest
+   * builds that send the socket path as authority work too.
+   */
   async listen(socketPath: string): Promise<void> {
     mkdirSync(dirname(socketPath), { recursive: true, mode: 0o755 });
     rmSync(socketPath, { force: true });
-    await new Promise<void>((resolve, reject) =>
-      this.server.bindAsync(`unix://${socketPath}`, grpc.ServerCredentials.createInsecure(), (e) =>
-        e ? reject(e) : resolve(),
-      ),
-    );
+    const injector = this.server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    this.injector = injector;
+    const listener = createServer((socket) => injector.injectConnection(rewriteAuthority(socket)));
+    await new Promise<void>((resolve, reject) => {
+      listener.once('error', reject);
+      // Created 0600 then widened: no window in which others can connect.
+      const old = process.umask(0o177);
+      listener.listen(socketPath, () => {
+        process.umask(old);
+        resolve();
+      });
+    });
     chmodSync(socketPath, 0o660);
+    this.listener = listener;
     this.socketPath = socketPath;
   }
 
   /** Stops accepting calls and waits (bounded) for in-flight ones. */
   async close(graceMs = 5000): Promise<void> {
+    const listener = this.listener;
+    this.listener = null;
+    if (listener !== null) await new Promise<void>((resolve) => listener.close(() => resolve()));
+    this.injector?.drain(graceMs);
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.server.forceShutdown();
