@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { ErrorCode, type EngineEvent, type ImageInfo, type RuntimeEngine } from '@hcr/core';
+import { ErrorCode, type EngineContext, type EngineEvent, type ImageInfo, type RuntimeEngine } from '@hcr/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import registration from '../src/index.js';
 import {
@@ -25,6 +25,7 @@ import {
 const run = promisify(execFile);
 
 let engine: RuntimeEngine;
+let context: EngineContext;
 let workDir: string;
 let runtimeDir: string;
 let pod: TestPod;
@@ -39,13 +40,33 @@ beforeAll(async () => {
   [hello, http] = await Promise.all([pullImage(HELLO_IMAGE), pullImage(HTTP_IMAGE)]);
   const t = await testContext((dir) => new DockerExportImages(dir));
   workDir = t.workDir;
+  context = t.context;
   runtimeDir = t.context.runtimeDir;
-  const config = registration.configSchema.parse({});
-  if (!config.ok) throw new Error(config.error);
-  engine = (await registration.create(config.value, t.context))._unsafeUnwrap();
-  engine.subscribe((e) => events.push(e));
+  engine = await newEngine();
   pod = await createTestPod(7);
 });
+
+async function newEngine(): Promise<RuntimeEngine> {
+  const config = registration.configSchema.parse({});
+  if (!config.ok) throw new Error(config.error);
+  const e = (await registration.create(config.value, context))._unsafeUnwrap();
+  e.subscribe((ev) => events.push(ev));
+  return e;
+}
+
+async function fetchPod(deadlineMs: number): Promise<string> {
+  const deadline = Date.now() + deadlineMs;
+  for (;;) {
+    try {
+      const r = await fetch(`http://${pod.podIp}:8080/`, { signal: AbortSignal.timeout(2000) });
+      expect(r.status).toBe(200);
+      return await r.text();
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}
 
 afterAll(async () => {
   await engine?.close();
@@ -145,30 +166,29 @@ describe('unikernel engine on QEMU', () => {
     await expectNoLeaks(c.id);
   });
 
-  it('serves HTTP from the linux unikernel on the pod IP, logs its console, and powers off on stop', async () => {
+  it('serves HTTP from the linux unikernel on the pod IP, logs its console across an HCR restart, and powers off on stop', async () => {
     const sandbox = sandboxRef('pod-http', pod, runtimeDir);
     const logPath = join(workDir, 'logs', 'http.log');
     const c = containerRef('c0http000000000000001', sandbox, http, logPath);
     (await engine.createContainer(c))._unsafeUnwrap();
     (await engine.startContainer(c))._unsafeUnwrap();
-    let body = '';
-    const deadline = Date.now() + 60_000;
-    while (Date.now() < deadline) {
-      try {
-        const r = await fetch(`http://${pod.podIp}:8080/`, { signal: AbortSignal.timeout(2000) });
-        expect(r.status).toBe(200);
-        body = await r.text();
-        break;
-      } catch {
-        await new Promise((r) => setTimeout(r, 250));
-      }
-    }
-    expect(body).toBe('hello from the HCR unikernel-http image\n');
+    expect(await fetchPod(60_000)).toBe('hello from the HCR unikernel-http image\n');
     await new Promise((r) => setTimeout(r, 300));
     const lines = await logContents(logPath);
     expect(lines).toContain('unikernel-http: listening on port 8080');
-    expect(lines.some((l) => l.startsWith(`unikernel-http: ${pod.hostIp} "GET / HTTP/1.1" 200`))).toBe(true);
+    expect(lines.filter((l) => l.startsWith(`unikernel-http: ${pod.hostIp} "GET / HTTP/1.1" 200`))).toHaveLength(1);
     expect(lines.some((l) => l.includes('\r'))).toBe(false);
+
+    // An HCR restart: the VM keeps running, a new engine picks its console up where the old one stopped.
+    await engine.close();
+    engine = await newEngine();
+    expect((await engine.inventory())._unsafeUnwrap().containerIds).toContain(c.id);
+    expect((await engine.containerStatus(c))._unsafeUnwrap().state).toBe('running');
+    expect(await fetchPod(10_000)).toBe('hello from the HCR unikernel-http image\n');
+    await new Promise((r) => setTimeout(r, 300));
+    const after = await logContents(logPath);
+    expect(after.filter((l) => l.startsWith(`unikernel-http: ${pod.hostIp} "GET / HTTP/1.1" 200`))).toHaveLength(2);
+    expect(after.filter((l) => l === 'unikernel-http: listening on port 8080')).toHaveLength(1);
 
     (await engine.stopContainer(c, 20))._unsafeUnwrap();
     const status = (await engine.containerStatus(c))._unsafeUnwrap();
