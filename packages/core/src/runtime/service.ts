@@ -887,7 +887,7 @@ export class RuntimeService {
   private async teardownNetwork(record: SandboxRecord): Promise<SandboxRecord> {
     let next = record;
     if (next.networkPhase === 'attached' || next.networkPhase === 'netns-created') {
-      await unwrap(this.opts.network.detach(next.id, next.network.netnsPath, next.spec));
+      await unwrap(this.opts.network.detach(next.id, next.network.netnsPath, next.spec, next.network));
       next = { ...next, networkPhase: 'detached' };
       this.opts.store.putSandbox(next);
     }
