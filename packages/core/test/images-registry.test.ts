@@ -474,7 +474,7 @@ describe('content store', () => {
     const reg = await registry();
     const l = await layer({ big: 'z'.repeat(300_000) });
     reg.addImage('app', 'v1', { layers: [l] });
-    const svc = await open();
+    const svc = await open({ fsInfoMaxAgeMs: 0 });
     const before = (await svc.fsInfo())._unsafeUnwrap();
     await svc.pull(`${reg.host}/app:v1`);
     const after = (await svc.fsInfo())._unsafeUnwrap();

@@ -243,6 +243,21 @@ describe('unpacking', () => {
   });
 });
 
+describe('lazy unpacking', () => {
+  it('unpacks at the first prepareRootfs when pulls do not', async () => {
+    const root = newRoot();
+    const svc = await open(root, { unpackOnPull: false });
+    const info = (await svc.pull(BUSYBOX))._unsafeUnwrap();
+    const snapshots = () => readdirSync(join(root, 'snapshots')).filter((n) => /^[a-f0-9]{64}$/.test(n));
+    expect(snapshots()).toEqual([]);
+    const key = `lazy-${RUN_ID}`;
+    const { path } = (await svc.prepareRootfs(info.id, key))._unsafeUnwrap();
+    cleanups.push(async () => void (await svc.releaseRootfs(key))._unsafeUnwrap());
+    expect(snapshots()).toHaveLength(2);
+    expect(run('chroot', [path, '/bin/sh', '-c', 'echo hello from $(id -un)']).trim()).toBe('hello from root');
+  });
+});
+
 describe('pulling', () => {
   it('pulls registry.k8s.io and docker.io names through a mirror and lists them under their own names', async () => {
     const proxy = await RegistryProxy.start(REGISTRY);

@@ -397,6 +397,8 @@ export class RegistryClient {
         if (challenge !== undefined) {
           const authorization = await this.#answer(challenge, scope, creds, what);
           if (authorization !== null) {
+            const now = Date.now();
+            for (const [k, t] of this.#authCache) if (t.expiresAt <= now) this.#authCache.delete(k);
             this.#authCache.set(cacheKey, authorization);
             continue;
           }

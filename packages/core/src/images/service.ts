@@ -60,6 +60,8 @@ export interface OciImageServiceOptions {
   readonly pinned?: readonly string[];
   /** Layer downloads at once per pull (default 3). */
   readonly maxConcurrentDownloads?: number;
+  /** How long an fsInfo measurement is reused, in ms (default 10000; the kubelet polls it). */
+  readonly fsInfoMaxAgeMs?: number;
   /** Registry request attempts on transient failures (default 4). */
   readonly registryAttempts?: number;
   /** First retry delay in ms, doubled per attempt (default 250). */
@@ -87,6 +89,9 @@ export class OciImageService implements ImageService {
   /** Blobs and snapshots in use by running pulls and prepares, which collection leaves alone. */
   readonly #holds = new RefCounts();
   readonly #downloads = new SingleFlight<void>();
+  readonly #usageWalk = new SingleFlight<{ bytes: number; inodes: number }>();
+  readonly #usageMaxAgeMs: number;
+  #usage: { at: number; usage: { bytes: number; inodes: number } } | null = null;
   #images: ReadonlyMap<string, ImageRecord>;
 
   private constructor(
@@ -108,6 +113,7 @@ export class OciImageService implements ImageService {
     this.#unpackOnPull = options.unpackOnPull ?? true;
     this.#maxDownloads = Math.max(1, options.maxConcurrentDownloads ?? 3);
     this.#pinned = pinned;
+    this.#usageMaxAgeMs = options.fsInfoMaxAgeMs ?? 10_000;
   }
 
   /**
@@ -206,7 +212,13 @@ export class OciImageService implements ImageService {
   fsInfo(): ResultAsync<readonly FilesystemUsage[], HcrError> {
     return ResultAsync.fromPromise(
       (async () => {
-        const usage = await diskUsage(this.#root);
+        // The kubelet asks every few seconds and a walk of a big store is not free: reuse a recent one.
+        if (this.#usage === null || Date.now() - this.#usage.at > this.#usageMaxAgeMs) {
+          const at = Date.now();
+          const usage = await this.#usageWalk.run('walk', () => diskUsage(this.#root));
+          this.#usage = { at, usage };
+        }
+        const { usage } = this.#usage;
         return [{ mountpoint: this.#root, usedBytes: usage.bytes, inodesUsed: usage.inodes }];
       })(),
       (e) => toHcrError(e, 'image filesystem usage'),
