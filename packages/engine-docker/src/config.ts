@@ -44,6 +44,13 @@ export const dockerConfigFields = [
     description: 'Number of dockerd json-file log files kept per container (see logMaxSize).',
   },
   {
+    key: 'logDrainTimeoutMs',
+    type: 'number',
+    default: 30_000,
+    description:
+      "How long ContainerStatus and the exit event wait for a stopped container's remaining output to reach its CRI log.",
+  },
+  {
     key: 'execSyncMaxOutputBytes',
     type: 'number',
     default: 16 * 1024 * 1024,

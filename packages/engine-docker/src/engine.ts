@@ -53,8 +53,6 @@ import { containerCreateOptions, dockerResources, sandboxCreateOptions, type Doc
 import * as streams from './streams.js';
 import { parseRfc3339Nano } from './time.js';
 
-/** How long status and events wait for a stopped container's output to reach its log. */
-const LOG_DRAIN_TIMEOUT_MS = 10_000;
 /** How long createSandbox waits for pause to enter the pod network namespace. */
 const NETNS_JOIN_TIMEOUT_MS = 5_000;
 
@@ -683,13 +681,13 @@ export class DockerEngine implements RuntimeEngine {
 
   /** Waits (bounded) until the output of a stopped container is in its CRI log. */
   private async awaitLogs(containerId: string): Promise<void> {
-    const bounded = <T>(p: Promise<T>): Promise<unknown> =>
-      Promise.race([p, sleep(LOG_DRAIN_TIMEOUT_MS, 'timeout' as const)]);
+    const limit = this.config.logDrainTimeoutMs;
+    const bounded = <T>(p: Promise<T>): Promise<unknown> => Promise.race([p, sleep(limit, 'timeout' as const)]);
     if ((await bounded(this.recovered)) === 'timeout') return;
     const follower = this.followers.get(containerId);
     if (follower === undefined) return;
     if ((await bounded(follower.done)) === 'timeout')
-      this.log.warn({ container: containerId }, `container output still being copied after ${LOG_DRAIN_TIMEOUT_MS} ms`);
+      this.log.warn({ container: containerId }, `container output still being copied after ${limit} ms`);
   }
 
   /**

@@ -10,14 +10,16 @@ import {
   rmSync,
 } from 'node:fs';
 import { dirname } from 'node:path';
-import { Writable, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CriLogWriter, parseCriLogLine, type Logger, type Nanos } from '@hcr/core';
 import type Docker from 'dockerode';
 import { isDockerNotFound } from './docker-errors.js';
-import { StdFrameParser, type StdStream } from './stdcopy.js';
+import { FrameSplitter, type StdFrame, type StdStream } from './stdcopy.js';
 import { parseRfc3339Nano, toDockerTimestamp } from './time.js';
+
+/** Messages read from the end of a stopped container's log to find those not copied yet. */
+const CATCH_UP_TAIL = 5000;
 
 /** How much of a CRI log's end is read to find the last record's time. */
 const TAIL_BYTES = 64 * 1024;
@@ -144,13 +146,16 @@ export class LogFollower {
     try {
       while (!this.stopped) {
         try {
-          await this.followOnce(container);
-          if (this.stopped) break;
           const info = await container.inspect();
-          if (!info.State.Running && !info.State.Restarting) {
-            this.writer.flush(this.cursor > 0n ? this.cursor : new Date());
-            break;
+          if (info.State.Running || info.State.Restarting) {
+            await this.followOnce(container);
+            continue;
           }
+          // dockerd (20.10) ends a follow as soon as the container stops, even when the reader is still behind:
+          // once it has stopped, read what remains after the cursor (the log no longer grows).
+          await this.catchUp(container);
+          this.writer.flush(this.cursor > 0n ? this.cursor : new Date());
+          break;
         } catch (e) {
           if (this.stopped) break;
           if (isDockerNotFound(e)) {
@@ -174,6 +179,37 @@ export class LogFollower {
     }
   }
 
+  /**
+   * Copies the messages of a stopped container after the cursor. dockerd reads
+   * a `tail` backwards from the end of the log, while `since` makes it decode
+   * the whole log from the start; so the tail is tried first and the full read
+   * is used only when the missing part is longer than the tail.
+   */
+  private async catchUp(container: Docker.Container): Promise<void> {
+    const raw = (await container.logs({
+      follow: false,
+      stdout: true,
+      stderr: true,
+      timestamps: true,
+      tail: CATCH_UP_TAIL,
+    })) as unknown as Buffer | string;
+    const buf = Buffer.isBuffer(raw) ? raw : Buffer.from(raw, 'utf8');
+    const split = this.opts.tty ? new TtyLineSplitter() : new FrameSplitter();
+    const messages = [...split.push(buf), ...split.end()];
+    const first = messages[0];
+    if (messages.length >= CATCH_UP_TAIL && first !== undefined && messageTime(first.payload) > this.cursor) {
+      await this.followOnce(container);
+      return;
+    }
+    this.writer.cork();
+    try {
+      for (const m of messages) if (messageTime(m.payload) > this.cursor) this.record(m.stream, m.payload);
+    } finally {
+      this.writer.uncork();
+    }
+  }
+
+  /** Copies from the cursor until dockerd ends the stream (the container stopped, or dockerd went away). */
   private async followOnce(container: Docker.Container): Promise<void> {
     this.abort = new AbortController();
     const stream = (await container.logs({
@@ -185,18 +221,25 @@ export class LogFollower {
       since: toDockerTimestamp(this.cursor === 0n ? 0n : this.cursor + 1n),
       abortSignal: this.abort.signal,
     } as Docker.ContainerLogsOptions & { follow: true })) as unknown as Readable;
-    const sink = this.opts.tty
-      ? new TtyLogLines((payload) => this.record('stdout', payload))
-      : new StdFrameParser((s, p) => this.record(s, p));
-    await pipeline(stream, sink);
+    // Each network chunk holds many messages: append their records to the file in one write.
+    const split = this.opts.tty ? new TtyLineSplitter() : new FrameSplitter();
+    for await (const chunk of stream) {
+      const messages = split.push(chunk as Buffer);
+      this.writer.cork();
+      try {
+        for (const m of messages) this.record(m.stream, m.payload);
+      } finally {
+        this.writer.uncork();
+      }
+    }
+    for (const m of split.end()) this.record(m.stream, m.payload);
   }
 
   /** One Docker log message: `<RFC3339Nano> <content>`. */
   private record(stream: StdStream, message: Buffer): void {
     if (stream === 'stdin') return;
-    const space = message.indexOf(0x20);
-    const time = space > 0 ? parseRfc3339Nano(message.subarray(0, space).toString('latin1')) : 0n;
-    const content = time > 0n ? message.subarray(space + 1) : message;
+    const time = messageTime(message);
+    const content = time > 0n ? message.subarray(message.indexOf(0x20) + 1) : message;
     this.writer.write(stream, content, time > 0n ? time : new Date());
     if (time > this.cursor) this.cursor = time;
   }
@@ -206,28 +249,32 @@ export class LogFollower {
  * A TTY container's logs are one raw stream with no frames; each message is
  * `<timestamp> <content>` and (for every complete line) ends with a newline.
  */
-class TtyLogLines extends Writable {
+class TtyLineSplitter {
   private pending: Buffer = Buffer.alloc(0);
 
-  constructor(private readonly onMessage: (message: Buffer) => void) {
-    super();
-  }
-
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: () => void): void {
+  push(chunk: Buffer): StdFrame[] {
     let data = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    const lines: StdFrame[] = [];
     for (let nl = data.indexOf(0x0a); nl !== -1; nl = data.indexOf(0x0a)) {
-      this.onMessage(data.subarray(0, nl + 1));
+      lines.push({ stream: 'stdout', payload: data.subarray(0, nl + 1) });
       data = data.subarray(nl + 1);
     }
     this.pending = data;
-    callback();
+    return lines;
   }
 
-  override _final(callback: () => void): void {
-    if (this.pending.length > 0) this.onMessage(this.pending);
+  /** The last message when it had no newline. */
+  end(): StdFrame[] {
+    const rest = this.pending;
     this.pending = Buffer.alloc(0);
-    callback();
+    return rest.length === 0 ? [] : [{ stream: 'stdout', payload: rest }];
   }
+}
+
+/** The timestamp Docker put before a log message (0 when there is none). */
+function messageTime(message: Buffer): Nanos {
+  const space = message.indexOf(0x20);
+  return space > 0 ? parseRfc3339Nano(message.subarray(0, space).toString('latin1')) : 0n;
 }
 
 function maxNanos(a: Nanos, b: Nanos): Nanos {

@@ -9,47 +9,85 @@ export type FrameSink = (stream: StdStream, payload: Buffer) => void | Promise<v
 const HEADER = 8;
 const STREAMS: readonly StdStream[] = ['stdin', 'stdout', 'stderr'];
 
+/** One frame of Docker's multiplexed stream. */
+export interface StdFrame {
+  readonly stream: StdStream;
+  readonly payload: Buffer;
+}
+
 /**
- * Parses Docker's multiplexed stdout/stderr stream (non-TTY attach, exec and
- * logs): each frame is an 8-byte header — stream type, three zero bytes, a
- * big-endian payload length — then the payload.
+ * Splits Docker's multiplexed stdout/stderr stream (non-TTY attach, exec and
+ * logs) into frames: each is an 8-byte header — stream type, three zero
+ * bytes, a big-endian payload length — then the payload.
  *
- * Unlike docker-modem's `demuxStream` it keeps frame boundaries (Docker sends
- * one log message per frame, which is how a timestamp is told from content)
- * and it honours backpressure from the sink, so a slow consumer of a large
- * exec output slows dockerd down instead of buffering it all in memory.
+ * Unlike docker-modem's `demuxStream` it keeps frame boundaries: Docker sends
+ * one log message per frame, which is how a timestamp is told from content.
+ */
+export class FrameSplitter {
+  private pending: Buffer = Buffer.alloc(0);
+
+  /** Adds bytes; returns the frames they complete, in order. Throws on a malformed header. */
+  push(chunk: Buffer): StdFrame[] {
+    let buf = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    const frames: StdFrame[] = [];
+    while (buf.length >= HEADER) {
+      const stream = STREAMS[buf[0]!];
+      if (stream === undefined || buf[1] !== 0 || buf[2] !== 0 || buf[3] !== 0) {
+        throw new Error(`malformed Docker stream: bad frame header ${buf.subarray(0, HEADER).toString('hex')}`);
+      }
+      const length = buf.readUInt32BE(4);
+      if (buf.length < HEADER + length) break;
+      frames.push({ stream, payload: buf.subarray(HEADER, HEADER + length) });
+      buf = buf.subarray(HEADER + length);
+    }
+    this.pending = buf;
+    return frames;
+  }
+
+  /** At the end of the stream: nothing more to deliver (an unfinished frame is incomplete data and is dropped). */
+  end(): StdFrame[] {
+    this.pending = Buffer.alloc(0);
+    return [];
+  }
+
+  /** Bytes of an unfinished frame held back. */
+  get leftover(): number {
+    return this.pending.length;
+  }
+}
+
+/**
+ * A Writable over {@link FrameSplitter} that honours backpressure from the
+ * sink, so a slow consumer of a large exec output slows dockerd down instead
+ * of buffering it all in memory.
  */
 export class StdFrameParser extends Writable {
-  private pending: Buffer = Buffer.alloc(0);
+  private readonly splitter = new FrameSplitter();
 
   constructor(private readonly sink: FrameSink) {
     super();
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
-    this.deliver().then(() => callback(), callback);
+    let frames: StdFrame[];
+    try {
+      frames = this.splitter.push(chunk);
+    } catch (e) {
+      callback(e as Error);
+      return;
+    }
+    this.deliver(frames).then(() => callback(), callback);
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    if (this.pending.length === 0) callback();
-    else callback(new Error(`Docker stream ended inside a frame (${this.pending.length} bytes left over)`));
+    const left = this.splitter.leftover;
+    if (left === 0) callback();
+    else callback(new Error(`Docker stream ended inside a frame (${left} bytes left over)`));
   }
 
-  private async deliver(): Promise<void> {
-    while (this.pending.length >= HEADER) {
-      const type = this.pending[0]!;
-      const stream = STREAMS[type];
-      if (stream === undefined || this.pending[1] !== 0 || this.pending[2] !== 0 || this.pending[3] !== 0) {
-        throw new Error(
-          `malformed Docker stream: bad frame header ${this.pending.subarray(0, HEADER).toString('hex')}`,
-        );
-      }
-      const length = this.pending.readUInt32BE(4);
-      if (this.pending.length < HEADER + length) return;
-      const payload = this.pending.subarray(HEADER, HEADER + length);
-      this.pending = this.pending.subarray(HEADER + length);
-      const wait = this.sink(stream, payload);
+  private async deliver(frames: StdFrame[]): Promise<void> {
+    for (const f of frames) {
+      const wait = this.sink(f.stream, f.payload);
       if (wait !== undefined) await wait;
     }
   }
