@@ -256,6 +256,21 @@ describe('registry errors', () => {
   });
 });
 
+describe('artifacts', () => {
+  it('refuses a manifest whose config is not an image config', async () => {
+    const reg = await registry();
+    const config = reg.addBlob(Buffer.from('{}'), 'application/vnd.cncf.helm.config.v1+json');
+    const mediaType = 'application/vnd.oci.image.manifest.v1+json';
+    reg.addManifest('chart', { schemaVersion: 2, mediaType, config, layers: [] }, mediaType, 'v1');
+    const svc = await open();
+    const e = (await svc.pull(`${reg.host}/chart:v1`))._unsafeUnwrapErr();
+    expect(e.code).toBe(ErrorCode.FailedPrecondition);
+    expect(e.message).toMatch(
+      /is not a container image: its config has media type "application\/vnd.cncf.helm.config.v1\+json"/,
+    );
+  });
+});
+
 describe('authentication', () => {
   it('fetches an anonymous bearer token and reuses it for every request of the pull', async () => {
     const reg = await registry({ kind: 'bearer', user: null, password: '' });

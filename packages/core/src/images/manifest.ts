@@ -17,6 +17,12 @@ export const MediaType = {
   DockerForeignLayer: 'application/vnd.docker.image.rootfs.foreign.diff.tar.gzip',
 } as const;
 
+/** Config media types of runnable images; other artifacts (Helm charts, signatures, …) are refused. */
+export const IMAGE_CONFIG_TYPES: ReadonlySet<string> = new Set([
+  'application/vnd.oci.image.config.v1+json',
+  'application/vnd.docker.container.image.v1+json',
+]);
+
 /** What a registry is asked for, best first: every manifest and index kind HCR can read. */
 export const MANIFEST_ACCEPT = [
   MediaType.OciIndex,

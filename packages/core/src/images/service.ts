@@ -19,8 +19,10 @@ import { dockerArchive } from './docker-archive.js';
 import {
   type Descriptor,
   hostPlatform,
+  IMAGE_CONFIG_TYPES,
   imageKind,
   type ImageManifest,
+  MediaType,
   mergeAnnotations,
   parseImageConfig,
   parseManifest,
@@ -375,8 +377,13 @@ export class OciImageService implements ImageService {
       manifestDigest = hit.value.digest;
     }
     const manifest: ImageManifest = doc;
+    if (manifest.config.mediaType !== '' && !IMAGE_CONFIG_TYPES.has(manifest.config.mediaType)) {
+      throw errors.failedPrecondition(
+        `${what} is not a container image: its config has media type "${manifest.config.mediaType}"`,
+      );
+    }
     for (const l of manifest.layers) {
-      if (l.mediaType === 'application/vnd.docker.image.rootfs.foreign.diff.tar.gzip') {
+      if (l.mediaType === MediaType.DockerForeignLayer) {
         throw errors.failedPrecondition(
           `${what} has a foreign (Windows) layer ${l.digest}, which Linux engines cannot run`,
         );
