@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { errors, type EngineResult } from '@hcr/core';
 import { ResultAsync } from 'neverthrow';
 import { match } from 'ts-pattern';
@@ -115,7 +115,9 @@ export function qemuArgv(binary: string, accel: 'kvm' | 'tcg', req: LaunchReques
     '-device',
     `isa-debug-exit,iobase=0x${DEBUG_EXIT_IOBASE.toString(16)},iosize=0x04`,
     '-qmp',
-    `unix:${optValue(req.files.qmp)},server=on,wait=off`,
+    // Relative to QEMU's working directory (the container dir): the absolute
+    // path can be longer than a unix socket address allows.
+    `unix:${optValue(basename(req.files.qmp))},server=on,wait=off`,
   ];
   if (req.nic !== null) {
     argv.push(

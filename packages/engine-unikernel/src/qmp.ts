@@ -1,3 +1,5 @@
+import { open } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
 import { createConnection, type Socket } from 'node:net';
 
 /**
@@ -32,19 +34,26 @@ export class QmpClient {
 
   /** Connects, reads the greeting and leaves capability negotiation mode; rejects after `timeoutMs`. */
   static async connect(path: string, timeoutMs: number): Promise<QmpClient> {
-    const socket = createConnection(path);
+    // A unix socket path must fit sun_path (108 bytes) and container dirs are
+    // deeper than that; the directory's /proc/self/fd alias is always short.
+    const dir = await open(dirname(path), 'r');
+    let socket: Socket;
+    try {
+      socket = createConnection(`/proc/self/fd/${dir.fd}/${basename(path)}`);
+      await new Promise<void>((resolve, reject) => {
+        socket.once('connect', resolve);
+        socket.once('error', reject);
+      });
+    } finally {
+      await dir.close();
+    }
     const timer = setTimeout(
       () => socket.destroy(new Error(`QMP on ${path} did not answer within ${timeoutMs} ms`)),
       timeoutMs,
     );
     try {
       const client = new QmpClient(socket);
-      const greeting = client.next();
-      await new Promise<void>((resolve, reject) => {
-        socket.once('connect', resolve);
-        socket.once('error', reject);
-      });
-      const hello = await greeting;
+      const hello = await client.next();
       if (!('QMP' in hello)) throw new Error(`unexpected QMP greeting: ${JSON.stringify(hello)}`);
       await client.execute('qmp_capabilities');
       return client;

@@ -53,7 +53,8 @@ export async function readMonitorStatus(files: ContainerFiles): Promise<MonitorS
 
 /**
  * Starts `argv` under the supervisor, inside `netnsPath` when given (through
- * nsenter, so the monitor opens its TAP in the pod's namespace). The
+ * nsenter, so the monitor opens its TAP in the pod's namespace), with the
+ * container dir as working directory (QEMU binds its QMP socket there). The
  * monitor's stdout appends to the console file (monitors whose console is
  * stdout) and its stderr to the monitor log. Resolves with the supervisor pid.
  */
@@ -67,7 +68,11 @@ export async function startSupervised(
   const out = openSync(files.console, 'a', 0o640);
   const errFd = openSync(files.monitorLog, 'a', 0o640);
   try {
-    const child = spawn(command[0]!, command.slice(1), { detached: true, stdio: ['ignore', out, errFd] });
+    const child = spawn(command[0]!, command.slice(1), {
+      cwd: files.dir,
+      detached: true,
+      stdio: ['ignore', out, errFd],
+    });
     const pid = await new Promise<number>((resolve, reject) => {
       child.once('error', reject);
       child.once('spawn', () => resolve(child.pid!));
