@@ -81,7 +81,9 @@ function profile(p: SecurityProfile__Output | null | undefined, legacy: string):
   if (legacy === 'unconfined') return { type: 'unconfined', localhostRef: '' };
   if (legacy === 'runtime/default' || legacy === 'docker/default') return { type: 'runtimeDefault', localhostRef: '' };
   if (legacy.startsWith('localhost/')) return { type: 'localhost', localhostRef: legacy.slice('localhost/'.length) };
-  return null;
+  throw errors.invalidArgument(
+    `security profile ${JSON.stringify(legacy)} is not one of "runtime/default", "docker/default", "unconfined" or "localhost/<path>"`,
+  );
 }
 
 /** Wire resources → domain. */
