@@ -22,7 +22,9 @@ import { extract } from 'tar-stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../src/errors.js';
 import { OciImageService, type OciImageServiceOptions, type RegistryConfig } from '../src/images/index.js';
+import { FakeRegistry } from './fixtures/images/fake-registry.js';
 import { RegistryProxy, UpstreamRecorder } from './fixtures/images/proxy.js';
+import { gzip, tarball, type TarEntry } from './fixtures/images/tar.js';
 
 const DOCKER = '/usr/bin/docker';
 const REGISTRY = '127.0.0.1:5000';
@@ -237,9 +239,34 @@ describe('unpacking', () => {
     (await svc.releaseRootfs(b))._unsafeUnwrap();
     (await svc.releaseRootfs(b))._unsafeUnwrap();
     expect(snapshots()).toHaveLength(0);
+    expect(readdirSync(join(root, 'snapshots', 'l'))).toEqual([]);
     expect(mountsUnder(root)).toEqual([]);
     expect(readdirSync(join(root, 'rootfs'))).toEqual([]);
     expect(readdirSync(join(root, 'blobs', 'sha256'))).toEqual([]);
+  });
+});
+
+describe('many layers', () => {
+  it('unpacks and mounts an image of 120 layers (short lower-dir links keep the mount options in one page)', async () => {
+    const reg = await FakeRegistry.start();
+    cleanups.push(() => reg.close());
+    const layers = [];
+    for (let i = 0; i < 120; i++) {
+      const entries: TarEntry[] = [{ name: `layer-${i}`, body: `${i}\n`, uid: 0, gid: 0 }];
+      if (i > 0) entries.push({ name: `.wh.layer-${i - 1}`, uid: 0, gid: 0 });
+      const tar = await tarball(entries);
+      layers.push({ tar, blob: gzip(tar), mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' });
+    }
+    reg.addImage('tall', 'v1', { layers });
+    const root = newRoot();
+    const svc = await open(root);
+    const info = (await svc.pull(`${reg.host}/tall:v1`))._unsafeUnwrap();
+    const key = `tall-${RUN_ID}`;
+    const { path } = (await svc.prepareRootfs(info.id, key))._unsafeUnwrap();
+    cleanups.push(async () => void (await svc.releaseRootfs(key))._unsafeUnwrap());
+    expect(readdirSync(path)).toEqual(['layer-119']);
+    expect(readFileSync(join(path, 'layer-119'), 'utf8')).toBe('119\n');
+    expect(readdirSync(join(root, 'snapshots', 'l'))).toHaveLength(120);
   });
 });
 

@@ -9,12 +9,15 @@
  * `rootfs/<key>/`. Layers are shared by every image and container that has
  * them, and preparing a root filesystem copies nothing.
  *
+ * Mounts name lower dirs through short links `snapshots/l/<16 hex>`, so that
+ * images with many layers fit the kernel's one page of mount options.
+ *
  * A snapshot is built under `snapshots/.tmp-*` and renamed into place once
  * complete and synced; `rootfs/<key>/lease.json` names the snapshots a root
  * filesystem uses, so garbage collection keeps them while it exists.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, lchown, lstat, mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { chmod, lchown, lstat, mkdir, readdir, readFile, readlink, rename, rm, stat, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { errors } from '../errors.js';
@@ -42,6 +45,8 @@ export interface Lease {
 }
 
 const EMPTY_LOWER = 'empty';
+const LINKS_DIR = 'l';
+const LINK_HEX_CHARS = 16;
 const TMP_PREFIX = '.tmp-';
 const KEY_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
@@ -73,11 +78,17 @@ export class Snapshotter {
   static async open(root: string, logger: Logger): Promise<Snapshotter> {
     const s = new Snapshotter(root, logger);
     await mkdir(join(s.#dir, EMPTY_LOWER), { recursive: true });
+    await mkdir(join(s.#dir, LINKS_DIR), { recursive: true });
     await mkdir(s.#rootfsDir, { recursive: true });
     const prefix = `${s.#dir}/${TMP_PREFIX}`;
     for (const mp of (await mountPoints()).filter((m) => m.startsWith(prefix)).reverse()) await unmount(mp);
     for (const name of await readdir(s.#dir)) {
       if (name.startsWith(TMP_PREFIX)) await rm(join(s.#dir, name), { recursive: true, force: true });
+    }
+    // Links whose snapshot is gone (a crash between the two deletes) would only confuse a reader.
+    for (const name of await readdir(join(s.#dir, LINKS_DIR))) {
+      const link = join(s.#dir, LINKS_DIR, name);
+      if (name.startsWith(TMP_PREFIX) || !(await exists(link))) await rm(link, { force: true });
     }
     return s;
   }
@@ -130,7 +141,7 @@ export class Snapshotter {
         await mkdir(join(tmp, 'work'));
         await mkdir(target);
         await mountOverlay({
-          lowers: parents.map((p) => `${digestHex(p.chainId)}/fs`),
+          lowers: await this.#lowerNames(parents.map((p) => p.chainId)),
           upper: fs,
           work: join(tmp, 'work'),
           target,
@@ -165,6 +176,38 @@ export class Snapshotter {
     }
   }
 
+  /**
+   * Short names for the `fs` dirs of `chainIds`, relative to the snapshot
+   * dir: `l/<16 hex>`, a symbolic link to `../<chain hex>/fs` (overlayfs
+   * resolves it at mount time). Full paths would fit only ~55 layers into
+   * the one page of mount options; these fit 200, more than an image may have.
+   */
+  async #lowerNames(chainIds: readonly string[]): Promise<string[]> {
+    const names: string[] = [];
+    for (const chainId of chainIds) {
+      const hex = digestHex(chainId, 'chain id');
+      const name = join(LINKS_DIR, hex.slice(0, LINK_HEX_CHARS));
+      const target = `../${hex}/fs`;
+      const path = join(this.#dir, name);
+      let current: string | null = null;
+      try {
+        current = await readlink(path);
+      } catch (e) {
+        if (!isErrno(e, 'ENOENT')) throw e;
+      }
+      if (current === null) {
+        const tmp = join(this.#dir, LINKS_DIR, `${TMP_PREFIX}${randomBytes(6).toString('hex')}`);
+        await symlink(target, tmp);
+        await rename(tmp, path);
+      } else if (current !== target) {
+        // Two chain ids sharing 64 bits: astronomically unlikely, but never mount the wrong layer.
+        throw errors.internal(`snapshot link ${path} points to ${current}, not ${target}`);
+      }
+      names.push(name);
+    }
+    return names;
+  }
+
   /** Chain ids of every complete snapshot. */
   async list(): Promise<string[]> {
     const names = await readdir(this.#dir);
@@ -174,6 +217,7 @@ export class Snapshotter {
   /** Deletes the snapshot of `chainId`; succeeds when it is already gone. */
   async remove(chainId: string): Promise<void> {
     const path = this.#path(chainId);
+    await rm(join(this.#dir, LINKS_DIR, digestHex(chainId).slice(0, LINK_HEX_CHARS)), { force: true });
     // Renamed first, so that a crash mid-delete never leaves a half snapshot under a complete name.
     const doomed = join(this.#dir, `${TMP_PREFIX}rm-${randomBytes(8).toString('hex')}`);
     try {
@@ -212,7 +256,7 @@ export class Snapshotter {
       if (existing === null && top !== undefined)
         await copyRootAttributes(join(this.#path(top), 'fs'), join(dir, 'upper'));
       const lowers =
-        lease.chainIds.length === 0 ? [EMPTY_LOWER] : [...lease.chainIds].reverse().map((c) => `${digestHex(c)}/fs`);
+        lease.chainIds.length === 0 ? [EMPTY_LOWER] : await this.#lowerNames([...lease.chainIds].reverse());
       await mountOverlay({
         lowers,
         upper: join(dir, 'upper'),
@@ -259,4 +303,15 @@ async function copyRootAttributes(from: string, to: string): Promise<void> {
   const st = await lstat(from);
   await lchown(to, st.uid, st.gid);
   await chmod(to, st.mode & 0o7777);
+}
+
+/** True when `path` exists, following symbolic links. */
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (e) {
+    if (isErrno(e, 'ENOENT')) return false;
+    throw e;
+  }
 }
