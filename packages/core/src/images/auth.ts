@@ -78,6 +78,13 @@ export function parseChallenges(header: string): Challenge[] {
     i++; // closing quote
     return s;
   };
+  // RFC 7235 wants a token here, but registries have been seen sending unquoted URLs: take all up to ','.
+  const readBare = (): string => {
+    const end = header.indexOf(',', i);
+    const value = header.slice(i, end < 0 ? header.length : end).trim();
+    i = end < 0 ? header.length : end;
+    return value;
+  };
   while (i < header.length) {
     skipSpace();
     if (header[i] === ',') {
@@ -91,7 +98,7 @@ export function parseChallenges(header: string): Challenge[] {
     if (header[i] === '=' && current !== undefined) {
       i++;
       skipSpace();
-      const value = header[i] === '"' ? readQuoted() : (readToken() ?? '');
+      const value = header[i] === '"' ? readQuoted() : readBare();
       current.params[word.toLowerCase()] = value;
     } else {
       out.push({ scheme: word.toLowerCase(), params: {} });
