@@ -1,0 +1,264 @@
+import { spawn, type StdioOptions } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { errors, type HcrError } from '@hcr/core';
+import type { NetworkMode } from './config.js';
+
+/** How every runsc command of one engine is invoked. */
+export interface RunscOptions {
+  readonly binary: string;
+  /** State directory (`--root`). */
+  readonly root: string;
+  readonly platform: string;
+  readonly network: NetworkMode;
+  /** Debug log directory, or '' for none. */
+  readonly debugLogDir: string;
+  /** Bound on one command. */
+  readonly timeoutMs: number;
+}
+
+/** OCI status of a container as runsc reports it. */
+export type RunscStatus = 'creating' | 'created' | 'running' | 'stopped' | 'paused';
+
+/** One container of `runsc state` / `runsc list --format json`. */
+export interface RunscContainer {
+  readonly id: string;
+  readonly status: RunscStatus;
+  /** Host PID of the sandbox process (the same for every container of a sandbox), -1 once stopped. */
+  readonly pid: number;
+  readonly bundle: string;
+  readonly annotations: Readonly<Record<string, string>>;
+}
+
+/** What a finished runsc command left. */
+export interface RunscOutcome {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Usage counters from `runsc events --stats` (the subset the engine reports). */
+export interface RunscStats {
+  /** Nanoseconds of CPU the container's processes used. */
+  readonly cpuNanos: bigint;
+  /** Bytes of memory in use by the whole sandbox: gVisor accounts memory per sandbox, not per container. */
+  readonly sandboxMemoryBytes: number;
+  readonly pids: number;
+}
+
+/**
+ * The runsc command line, one method per subcommand the engine uses. Every
+ * call passes the same global flags (runsc re-reads them on each command, and
+ * a `start` with a different `--network` than its `create` fails), runs
+ * bounded, and turns runsc's one-line error into an {@link HcrError} of the
+ * right class.
+ */
+export class Runsc {
+  constructor(private readonly opts: RunscOptions) {}
+
+  /** The global flags in front of every subcommand. */
+  globalArgs(): string[] {
+    return [
+      `--root=${this.opts.root}`,
+      `--platform=${this.opts.platform}`,
+      `--network=${this.opts.network}`,
+      ...(this.opts.debugLogDir === '' ? [] : ['--debug', `--debug-log=${this.opts.debugLogDir.replace(/\/?$/, '/')}`]),
+    ];
+  }
+
+  /** The binary, for spawning long-running subcommands (`exec`, `wait`) directly. */
+  get binary(): string {
+    return this.opts.binary;
+  }
+
+  /** Runs `runsc <global flags> <args>` and resolves with whatever it did; rejects only if it cannot run at all. */
+  run(
+    args: readonly string[],
+    options: { stdio?: StdioOptions; timeoutMs?: number; detached?: boolean; cwd?: string } = {},
+  ): Promise<RunscOutcome> {
+    const timeoutMs = options.timeoutMs ?? this.opts.timeoutMs;
+    return new Promise<RunscOutcome>((resolve, reject) => {
+      const child = spawn(this.opts.binary, [...this.globalArgs(), ...args], {
+        stdio: options.stdio ?? ['ignore', 'pipe', 'pipe'],
+        detached: options.detached ?? false,
+        ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+      child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+        if (stderr.length < 64 * 1024) stderr += d;
+      });
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(errors.deadlineExceeded(`runsc ${args[0] ?? ''} did not finish within ${timeoutMs} ms`));
+      }, timeoutMs);
+      child.once('error', (e: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        reject(
+          e.code === 'ENOENT'
+            ? errors.failedPrecondition(`runsc not found at ${this.opts.binary} (Debian package runsc)`)
+            : errors.unavailable(`cannot run ${this.opts.binary}: ${e.message}`, e),
+        );
+      });
+      child.once('close', (code, signal) => {
+        clearTimeout(timer);
+        resolve({ code, signal, stdout, stderr });
+      });
+    });
+  }
+
+  /** Runs a subcommand that must succeed; its error message becomes the HcrError's. */
+  async must(args: readonly string[], what: string): Promise<string> {
+    const r = await this.run(args);
+    if (r.code !== 0) throw runscError(what, r.stderr, r);
+    return r.stdout;
+  }
+
+  /** `runsc state`; null when runsc has no such container. */
+  async state(id: string): Promise<RunscContainer | null> {
+    const r = await this.run(['state', id]);
+    if (r.code !== 0) {
+      if (isNotFound(r.stderr)) return null;
+      throw runscError(`state of ${id}`, r.stderr, r);
+    }
+    return parseContainer(JSON.parse(r.stdout) as unknown);
+  }
+
+  /** `runsc list`: every container under the root. */
+  async list(): Promise<RunscContainer[]> {
+    const out = await this.must(['list', '--format=json'], 'list containers');
+    const parsed = JSON.parse(out.trim() === '' ? 'null' : out) as unknown;
+    return Array.isArray(parsed) ? parsed.map(parseContainer) : [];
+  }
+
+  /**
+   * `runsc create`. The sandbox and gofer processes it starts inherit its
+   * stdout and stderr and live as long as the container, so those go to a
+   * file (`logFile`) rather than a pipe that would never close; a failure's
+   * message is read back from it.
+   */
+  async create(id: string, bundle: string, logFile: string): Promise<void> {
+    const fd = openSync(logFile, 'w', 0o600);
+    let r: RunscOutcome;
+    try {
+      // Detached: the sandbox must not share HCR's process group, or a ^C to HCR would kill every pod.
+      r = await this.run(['create', `--bundle=${bundle}`, id], { stdio: ['ignore', fd, fd], detached: true });
+    } finally {
+      closeSync(fd);
+    }
+    if (r.code !== 0) throw runscError(`create ${id}`, await readFile(logFile, 'utf8').catch(() => ''), r);
+  }
+
+  /**
+   * `runsc start`. For an application container runsc hands its own stdio to
+   * the container's first process, so the caller passes the log FIFOs here;
+   * runsc's own error message then lands in the container's stderr, which
+   * the caller's log pump captures.
+   */
+  async start(id: string, stdio: StdioOptions = ['ignore', 'ignore', 'pipe']): Promise<RunscOutcome> {
+    return this.run(['start', id], { stdio, detached: true });
+  }
+
+  /** `runsc kill`; resolves false when there was nothing to signal (stopped or absent). */
+  async kill(id: string, signal: string, options: { all?: boolean; pid?: number } = {}): Promise<boolean> {
+    const r = await this.run([
+      'kill',
+      ...(options.all === true ? ['--all'] : []),
+      ...(options.pid === undefined ? [] : [`--pid=${options.pid}`]),
+      id,
+      signal,
+    ]);
+    if (r.code === 0) return true;
+    if (isNotFound(r.stderr) || /no such process|not running|is stopped|not started|cannot signal/i.test(r.stderr)) {
+      return false;
+    }
+    throw runscError(`signal ${signal} to ${id}`, r.stderr, r);
+  }
+
+  /** `runsc delete --force`: kills what still runs and removes runsc's state; absent containers are fine. */
+  async delete(id: string): Promise<void> {
+    const r = await this.run(['delete', '--force', id]);
+    if (r.code !== 0 && !isNotFound(r.stderr)) throw runscError(`delete ${id}`, r.stderr, r);
+  }
+
+  /** `runsc events --stats`. */
+  async stats(id: string): Promise<RunscStats> {
+    const out = await this.must(['events', '--stats', id], `stats of ${id}`);
+    return parseStats(out);
+  }
+
+  /** `runsc --version`'s first line. */
+  async version(timeoutMs: number): Promise<string> {
+    const r = await this.run(['--version'], { timeoutMs });
+    if (r.code !== 0) throw runscError('version', r.stderr, r);
+    return r.stdout.split('\n')[0]?.trim() ?? '';
+  }
+
+  /** `runsc help platforms`: the platforms this runsc was built with. */
+  async platforms(timeoutMs: number): Promise<string[]> {
+    const r = await this.run(['help', 'platforms'], { timeoutMs });
+    return r.stdout
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => /^[a-z0-9_-]+$/.test(l));
+  }
+}
+
+/** True when runsc's message says the container does not exist. */
+export function isNotFound(stderr: string): boolean {
+  return /loading container[^:]*: (file does not exist|no such file or directory)|container .* does not exist|no container with id/i.test(
+    stderr,
+  );
+}
+
+/** runsc's last non-empty stderr line without glog prefixes: the message a person needs. */
+export function runscMessage(stderr: string): string {
+  const lines = stderr
+    .split('\n')
+    .map((l) => l.replace(/^[IWEFD]\d{4} [\d:.]+\s+\d+ \S+\] /, '').trim())
+    .filter((l) => l !== '');
+  const fatal = [...lines].reverse().find((l) => l.startsWith('FATAL ERROR: '));
+  return (fatal ?? lines[lines.length - 1] ?? '').replace(/^FATAL ERROR: /, '');
+}
+
+/** The HcrError for a failed runsc command. */
+export function runscError(what: string, stderr: string, r: Pick<RunscOutcome, 'code' | 'signal'>): HcrError {
+  const message = runscMessage(stderr) || `exit ${r.code ?? r.signal ?? '?'} without a message`;
+  if (isNotFound(stderr)) return errors.notFound(`runsc ${what}: ${message}`);
+  if (/cannot run with network enabled in root network namespace/.test(message)) {
+    return errors.failedPrecondition(
+      `runsc ${what}: ${message} — this runsc cannot use its own network stack on this kernel ` +
+        '(it mistakes every namespace for the root one); set network = "host" in the engine config',
+    );
+  }
+  return errors.internal(`runsc ${what}: ${message}`);
+}
+
+function parseContainer(raw: unknown): RunscContainer {
+  const o = (raw ?? {}) as Record<string, unknown>;
+  return {
+    id: String(o['id'] ?? ''),
+    status: String(o['status'] ?? 'stopped') as RunscStatus,
+    pid: typeof o['pid'] === 'number' ? o['pid'] : -1,
+    bundle: String(o['bundle'] ?? ''),
+    annotations: (o['annotations'] ?? {}) as Record<string, string>,
+  };
+}
+
+/** Parses one `runsc events --stats` line: `{"type":"stats","data":{"cpu":…,"memory":…,"pids":…}}`. */
+export function parseStats(out: string): RunscStats {
+  const line = out.split('\n').find((l) => l.trim().startsWith('{'));
+  if (line === undefined) throw errors.internal(`runsc events --stats printed no stats: ${out.slice(0, 200)}`);
+  const data = ((JSON.parse(line) as Record<string, unknown>)['data'] ?? {}) as {
+    cpu?: { usage?: { total?: number } };
+    memory?: { usage?: { usage?: number } };
+    pids?: { current?: number };
+  };
+  return {
+    cpuNanos: BigInt(Math.round(data.cpu?.usage?.total ?? 0)),
+    sandboxMemoryBytes: data.memory?.usage?.usage ?? 0,
+    pids: data.pids?.current ?? 0,
+  };
+}
