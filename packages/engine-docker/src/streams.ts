@@ -272,11 +272,13 @@ function forwardOnHost(port: number, stream: Duplex): Promise<void> {
 
 function forwardInNetns(netnsPath: string, port: number, stream: Duplex): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    // -t: after one side reaches EOF, keep passing the other side's data for this long (a half-closed request
-    // may still get a long answer); the helper is killed as soon as the client's stream closes anyway.
-    const child = spawn('nsenter', [`--net=${netnsPath}`, '--', 'socat', '-t', '3600', '-', `TCP4:127.0.0.1:${port}`], {
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
+    // shut-close: when the pod side closes, close our stdout so the client sees EOF at once. -t: after the
+    // client's EOF, keep passing the pod's answer this long (the helper dies with the client's stream anyway).
+    const child = spawn(
+      'nsenter',
+      [`--net=${netnsPath}`, '--', 'socat', '-t', '3600', 'STDIO,shut-close', `TCP4:127.0.0.1:${port}`],
+      { stdio: ['pipe', 'pipe', 'pipe'] },
+    );
     let stderr = '';
     child.stderr.setEncoding('utf8').on('data', (d: string) => {
       if (stderr.length < 4096) stderr += d;
@@ -284,6 +286,12 @@ function forwardInNetns(netnsPath: string, port: number, stream: Duplex): Promis
     stream.pipe(child.stdin);
     child.stdout.pipe(stream);
     child.stdin.on('error', () => undefined);
+    // The pod side closed: the client gets EOF (pipe ends `stream`), and the helper is told there is no more
+    // input so it exits now rather than waiting for the client to close its side too.
+    child.stdout.once('end', () => {
+      stream.unpipe(child.stdin);
+      child.stdin.end();
+    });
     const kill = (): void => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     };
