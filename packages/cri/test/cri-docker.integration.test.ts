@@ -68,7 +68,7 @@ describe('CRI v1 on the docker engine', () => {
     expect(ps.status.state).toBe('SANDBOX_READY');
     expect(ps.status.network.ip).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
     const info = JSON.parse(ps.info['info'] ?? '{}') as { engine: string; routing: { reason: string } };
-    expect(info.engine).toBe('docker');
+    expect(info.engine).toBe(shim.engineName('docker'));
     expect(info.routing.reason).toMatch(/default engine/);
 
     const cid = await c.create(pod.id, containerConfig(BUSYBOX, { command: ['sleep', '3600'] }), pod.config);

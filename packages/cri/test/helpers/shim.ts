@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +30,12 @@ export interface ShimOptions {
   /** Bridge name and /24 subnet prefix for this shim's CNI network. */
   readonly bridge?: string;
   readonly subnet?: string;
+  /** Extra keys per engine table, e.g. `{ docker: { socket: '/run/other.sock' } }`. */
+  readonly engineOptions?: Readonly<Record<string, Readonly<Record<string, string | number | boolean>>>>;
+  /** CNI plugin dirs (default: HCR's default, /usr/lib/cni and /opt/cni/bin). */
+  readonly cniBinDirs?: readonly string[];
+  /** State dir (default: `state` under the shim's dir), e.g. a small tmpfs for disk-full tests. */
+  readonly stateDir?: string;
 }
 
 /** A running `hcr serve` child process with private dirs and its own CNI network. */
@@ -38,6 +45,8 @@ export interface TestShim {
   readonly configPath: string;
   readonly cniDataDir: string;
   readonly bridge: string;
+  /** Engine instance name for an engine kind in this shim (e.g. `docker-1a2b3c`). */
+  readonly engineName: (kind: string) => string;
   readonly client: CriClient;
   readonly logs: () => string;
   /** SIGKILLs the shim (pods keep running) and waits for it to exit. */
@@ -84,24 +93,35 @@ export async function startShim(opts: ShimOptions = {}): Promise<TestShim> {
     }),
   );
   const engines = opts.engines ?? ['docker'];
+  // Engine instance names are unique per shim: engines label what they make with
+  // their instance name, so shims running side by side on one dockerd never
+  // take each other's objects for orphans (and leak checks stay per shim).
+  const tag = randomBytes(3).toString('hex');
+  const instance = (kind: string) => `${kind}-${tag}`;
   const configPath = join(dir, 'config.toml');
   writeFileSync(
     configPath,
     [
       `socket = "${socket}"`,
-      `state_dir = "${join(dir, 'state')}"`,
+      `state_dir = "${opts.stateDir ?? join(dir, 'state')}"`,
       `runtime_dir = "${join(dir, 'run')}"`,
       `log_level = "debug"`,
       `plugins = []`,
       `[cni]`,
       `conf_dir = "${cniConf}"`,
+      ...(opts.cniBinDirs === undefined ? [] : [`bin_dirs = ${JSON.stringify(opts.cniBinDirs)}`]),
       `[images]`,
       `root = "${join(dir, 'images')}"`,
       `[router]`,
-      `default_engine = "${opts.defaultEngine ?? engines[0]}"`,
+      `default_engine = "${instance(opts.defaultEngine ?? engines[0] ?? 'docker')}"`,
       `defer_binding = ${engines.includes('unikernel')}`,
-      ...engines.flatMap((e) => [`[engines.${e}]`, `kind = "${e}"`]),
-      ...engines.flatMap((e) => [`[runtimes.${e}]`, `engine = "${e}"`]),
+      `unikernel_engine = "${instance('unikernel')}"`,
+      ...engines.flatMap((e) => [
+        `[engines.${instance(e)}]`,
+        `kind = "${e}"`,
+        ...Object.entries(opts.engineOptions?.[e] ?? {}).map(([k, v]) => `${k} = ${JSON.stringify(v)}`),
+      ]),
+      ...engines.flatMap((e) => [`[runtimes.${e}]`, `engine = "${instance(e)}"`]),
       `[registries."registry.k8s.io"]`,
       `mirrors = ["http://${REGISTRY}"]`,
       `[registries."gcr.io"]`,
@@ -151,6 +171,7 @@ export async function startShim(opts: ShimOptions = {}): Promise<TestShim> {
     configPath,
     cniDataDir,
     bridge,
+    engineName: instance,
     client,
     logs: () => output,
     async kill() {
@@ -186,9 +207,13 @@ export async function startShim(opts: ShimOptions = {}): Promise<TestShim> {
  */
 export function leaks(shim: TestShim): string[] {
   const found: string[] = [];
-  const anyHcr = execFileSync('docker', ['ps', '-a', '--format', '{{.Names}}', '--filter', 'label=io.hcr.kind'], {
-    encoding: 'utf8',
-  })
+  const anyHcr = execFileSync(
+    'docker',
+    ['ps', '-a', '--format', '{{.Names}}', '--filter', `label=io.hcr.engine=${shim.engineName('docker')}`],
+    {
+      encoding: 'utf8',
+    },
+  )
     .trim()
     .split('\n')
     .filter((n) => n !== '');
