@@ -1,7 +1,9 @@
 import { defineConfig } from 'vitest/config';
 
 // Unit tests (`*.test.ts`) use fakes and need no root; integration tests
-// (`*.integration.test.ts`) drive real dockerd, QEMU, CNI and the gRPC socket.
+// (`*.integration.test.ts`) drive real dockerd, QEMU, CNI and the gRPC socket,
+// one file at a time (`pnpm test:integration` passes --no-file-parallelism):
+// on 2 cores, parallel VM boots only make every file slower and flakier.
 export default defineConfig({
   // Workspace packages resolve to their TypeScript sources; vitest runs tests
   // as SSR modules, which read `ssr.resolve` rather than `resolve`.
@@ -24,7 +26,6 @@ export default defineConfig({
           include: ['packages/*/test/**/*.integration.test.ts', 'examples/*/test/**/*.integration.test.ts', 'test/**/*.integration.test.ts'],
           testTimeout: 120_000,
           hookTimeout: 180_000,
-          fileParallelism: false,
           pool: 'forks',
         },
       },
