@@ -3,7 +3,15 @@ import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
   {
-    ignores: ['**/dist/**', '**/generated/**', '**/node_modules/**', '**/.tsbuild/**', '**/*.d.ts', '**/guest/**', '**/build/**'],
+    ignores: [
+      '**/dist/**',
+      '**/generated/**',
+      '**/node_modules/**',
+      '**/.tsbuild/**',
+      '**/*.d.ts',
+      '**/guest/**',
+      '**/build/**',
+    ],
   },
   js.configs.recommended,
   ...tseslint.configs.recommended,

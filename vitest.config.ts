@@ -23,7 +23,11 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'integration',
-          include: ['packages/*/test/**/*.integration.test.ts', 'examples/*/test/**/*.integration.test.ts', 'test/**/*.integration.test.ts'],
+          include: [
+            'packages/*/test/**/*.integration.test.ts',
+            'examples/*/test/**/*.integration.test.ts',
+            'test/**/*.integration.test.ts',
+          ],
           testTimeout: 120_000,
           hookTimeout: 180_000,
           pool: 'forks',
