@@ -18,9 +18,6 @@ export const RemoteCommandProtocol = {
 /** Port-forward sub-protocol name (SPDY `X-Stream-Protocol-Version`). */
 export const PORT_FORWARD_PROTOCOL = 'portforward.k8s.io';
 
-/** WebSocket sub-protocol of newer clients: the SPDY port-forward session tunnelled in binary messages. */
-export const PORT_FORWARD_TUNNEL_PROTOCOL = 'SPDY/3.1+portforward.k8s.io';
-
 /** SPDY stream headers (lower case, as SPDY carries them). */
 export const StreamHeader = {
   StreamType: 'streamtype',
@@ -68,20 +65,18 @@ export const WS_REMOTE_COMMAND: ReadonlyMap<string, RemoteCommandDialect> = new 
   ['', { status: 'text', resize: true, base64: false, closeSignal: false }],
 ]);
 
-/** How a WebSocket port-forward connection is framed. */
-export type WsPortForwardDialect =
-  { readonly kind: 'channels'; readonly base64: boolean } | { readonly kind: 'tunnel' };
-
 /**
- * WebSocket port-forward protocols: kubelet's channel pairs (data 2i, error 2i+1,
- * each opened by the port as two little-endian bytes), and the SPDY tunnel.
+ * WebSocket port-forward protocols, mapped to whether they are base64: kubelet's
+ * channel pairs (data 2i, error 2i+1, each opened by the port as two
+ * little-endian bytes). kubectl's `SPDY/3.1+portforward.k8s.io` tunnel is not
+ * among them: only the API server receives it, and it speaks plain SPDY to the
+ * runtime; a client offering it gets 403 and falls back to SPDY.
  */
-export const WS_PORT_FORWARD: ReadonlyMap<string, WsPortForwardDialect> = new Map<string, WsPortForwardDialect>([
-  [PORT_FORWARD_TUNNEL_PROTOCOL, { kind: 'tunnel' }],
-  [RemoteCommandProtocol.V4, { kind: 'channels', base64: false }],
-  ['v4.base64.channel.k8s.io', { kind: 'channels', base64: true }],
-  [PORT_FORWARD_PROTOCOL, { kind: 'channels', base64: false }],
-  ['', { kind: 'channels', base64: false }],
+export const WS_PORT_FORWARD: ReadonlyMap<string, boolean> = new Map([
+  [RemoteCommandProtocol.V4, false],
+  ['v4.base64.channel.k8s.io', true],
+  [PORT_FORWARD_PROTOCOL, false],
+  ['', false],
 ]);
 
 /** Splits repeated and comma-separated header values into a list of tokens. */

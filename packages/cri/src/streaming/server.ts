@@ -17,7 +17,7 @@ import {
 } from './protocol.js';
 import { RequestCache, type PortForwardRequest, type StreamingRequest } from './request-cache.js';
 import { SpdySession, serveSpdyPortForward, serveSpdyRemoteCommand, type SpdyHandlerOptions } from './spdy.js';
-import { serveWsPortForward, serveWsRemoteCommand, serveWsSpdyTunnel } from './websocket.js';
+import { serveWsPortForward, serveWsRemoteCommand } from './websocket.js';
 
 /** Configuration of the streaming server. */
 export interface StreamingServerOptions {
@@ -165,6 +165,11 @@ export class StreamingServer {
       );
     }
     await closed;
+  }
+
+  /** Sessions being served right now (for metrics and leak checks). */
+  get activeSessions(): number {
+    return this.sessions.size;
   }
 
   /** The URL for CRI ExecResponse.url; throws an HcrError (InvalidArgument, ResourceExhausted, FailedPrecondition). */
@@ -340,7 +345,7 @@ export class StreamingServer {
       });
     }
     let ports: readonly number[] = [];
-    if (request.kind === 'portforward' && WS_PORT_FORWARD.get(protocol)?.kind === 'channels') {
+    if (request.kind === 'portforward') {
       const parsed = wsPorts(request, url);
       if ('status' in parsed) return reject(socket, parsed);
       ports = parsed.ports;
@@ -357,13 +362,9 @@ export class StreamingServer {
       this.track(serveWsRemoteCommand(ws, dialect, request, this.backend, logger), logger);
       return;
     }
-    const dialect = WS_PORT_FORWARD.get(protocol);
-    if (dialect === undefined) throw new Error(`unreachable: negotiated ${protocol} has no dialect`);
-    if (dialect.kind === 'tunnel') {
-      this.track(serveWsSpdyTunnel(ws, request, this.backend, { ...this.handlerOptions, logger }), logger);
-    } else {
-      this.track(serveWsPortForward(ws, dialect.base64, request, ports, this.backend, logger), logger);
-    }
+    const base64 = WS_PORT_FORWARD.get(protocol);
+    if (base64 === undefined) throw new Error(`unreachable: negotiated ${protocol} has no dialect`);
+    this.track(serveWsPortForward(ws, base64, request, ports, this.backend, logger), logger);
   }
 
   private sessionLogger(request: StreamingRequest, transport: string, protocol: string): Logger {

@@ -33,6 +33,9 @@ import type { AttachRequest, ExecRequest, PortForwardRequest } from './request-c
 /** Receive window advertised to peers that do SPDY flow control (per stream). */
 const RECEIVE_WINDOW = 256 * 1024;
 
+/** How long a finished session waits for the client to close the connection before closing it. */
+const CLIENT_CLOSE_GRACE_MS = 2_000;
+
 /** SYN_STREAM's control frame type. */
 const SYN_STREAM = 0x01;
 
@@ -71,6 +74,7 @@ export class SpdySession {
   private readonly throttle: Throttle;
   private readonly open = new Set<SpdyStream>();
   private readonly creditWaiters = new Set<() => void>();
+  private readonly replies = new Set<Promise<void>>();
   private handler: ((stream: SpdyStream) => void) | null = null;
   private peerFlowControl = false;
   private throttled = false;
@@ -112,9 +116,16 @@ export class SpdySession {
     this.handler = handler;
   }
 
-  /** Replies to the SYN_STREAM: the client waits for this before using the stream. */
-  accept(stream: SpdyStream): void {
-    stream.respond(200, {});
+  /**
+   * Replies to the SYN_STREAM (the client waits for this before using the stream);
+   * settles once the reply is queued on the connection. The reply's header block
+   * is compressed asynchronously, so until then nothing may close the connection.
+   */
+  accept(stream: SpdyStream): Promise<void> {
+    const sent = new Promise<void>((resolve) => stream.respond(200, {}, () => resolve()));
+    this.replies.add(sent);
+    void sent.then(() => this.replies.delete(sent));
+    return sent;
   }
 
   /** Rejects a stream the request has no use for. */
@@ -156,22 +167,35 @@ export class SpdySession {
   }
 
   /**
-   * Closes the connection after everything queued has reached the socket. Streams
-   * this side has not finished are reset first (as kubelet does), so a client
-   * still sending stdin stops waiting.
+   * Ends the session once everything queued has been sent. Streams this side has
+   * not finished are reset first (as kubelet does), so a client still sending
+   * stdin stops. The client, which now has all it waits for, closes the
+   * connection itself (client-go does at once); one that does not is cut off
+   * after CLIENT_CLOSE_GRACE_MS. Closing first from here could cut off a client
+   * still decoding the last frames it received. `graceful: false` skips the
+   * wait, for a session that failed before anything was sent.
    */
-  async shutdown(): Promise<void> {
+  async shutdown({ graceful = true }: { graceful?: boolean } = {}): Promise<void> {
     if (this.shuttingDown) return this.closed;
     this.shuttingDown = true;
+    await Promise.all([...this.replies]);
     for (const stream of this.open) {
       if (!stream._writableState.finished) stream.abort();
     }
     // Read (and drop) whatever the client still sends, so its close is seen.
     this.peerDoesFlowControl();
-    const framer = this.conn._spdyState.framer;
+    if (graceful) {
+      let timer: NodeJS.Timeout | undefined;
+      const grace = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, CLIENT_CLOSE_GRACE_MS);
+      });
+      await Promise.race([this.closed, grace]);
+      clearTimeout(timer);
+    }
     if (!this.socket.destroyed) {
-      // spdy-transport queues frames on ticks and its own end() drops what the
-      // socket has not taken yet: move every queued frame into the socket, then end it.
+      // spdy-transport's own end() drops frames the socket has not taken yet:
+      // move every queued frame into the socket, then end it.
+      const framer = this.conn._spdyState.framer;
       framer.dump();
       framer.unpipe(this.socket);
       for (let chunk = framer.read(); chunk !== null; chunk = framer.read()) this.socket.write(chunk);
@@ -338,7 +362,7 @@ export async function serveSpdyRemoteCommand(
 
   const streams = await collectStreams(session, expected, options);
   if (streams === null) {
-    await session.shutdown();
+    await session.shutdown({ graceful: false });
     return;
   }
   session.setStreamHandler((stream) => session.refuse(stream));
@@ -408,6 +432,7 @@ function collectStreams(
   options: SpdyHandlerOptions,
 ): Promise<Map<StreamType, SpdyStream> | null> {
   const streams = new Map<StreamType, SpdyStream>();
+  const replied = new Set<StreamType>();
   return new Promise((resolve) => {
     const timer = setTimeout(() => {
       const missing = expected.filter((t) => !streams.has(t));
@@ -428,12 +453,16 @@ function collectStreams(
         session.refuse(stream);
         return;
       }
-      session.accept(stream);
       streams.set(type as StreamType, stream);
-      if (expected.every((t) => streams.has(t))) {
-        clearTimeout(timer);
-        resolve(streams);
-      }
+      // Like kubelet, start only once every reply is on its way: a command that
+      // ends at once must not close the connection before the client has them.
+      void session.accept(stream).then(() => {
+        replied.add(type as StreamType);
+        if (expected.every((t) => replied.has(t))) {
+          clearTimeout(timer);
+          resolve(streams);
+        }
+      });
     });
   });
 }
@@ -464,7 +493,7 @@ export async function serveSpdyPortForward(
       session.refuse(stream);
       return;
     }
-    session.accept(stream);
+    void session.accept(stream);
     if (pair === undefined) {
       const timer = setTimeout(() => {
         pending.delete(requestId);

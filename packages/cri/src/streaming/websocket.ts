@@ -1,4 +1,4 @@
-import { WebSocket, createWebSocketStream, type RawData } from 'ws';
+import { WebSocket, type RawData } from 'ws';
 import { toHcrError, type Logger } from '@hcr/core';
 import type { StreamingBackend } from './backend.js';
 import {
@@ -14,7 +14,6 @@ import {
 import { Channel, ResizeDecoder, encodeStatus, type RemoteCommandDialect } from './protocol.js';
 import { runRemoteCommand } from './remote-command.js';
 import type { AttachRequest, ExecRequest, PortForwardRequest } from './request-cache.js';
-import { SpdySession, serveSpdyPortForward, type SpdyHandlerOptions } from './spdy.js';
 
 /** Receives one channel's messages. */
 interface ChannelHandler {
@@ -206,16 +205,4 @@ export async function serveWsPortForward(
     }),
   );
   await channels.close();
-}
-
-/** Serves the SPDY port-forward session that newer clients tunnel through WebSocket binary messages. */
-export async function serveWsSpdyTunnel(
-  ws: WebSocket,
-  request: PortForwardRequest,
-  backend: StreamingBackend,
-  options: SpdyHandlerOptions,
-): Promise<void> {
-  const stream = createWebSocketStream(ws);
-  stream.on('error', (err) => options.logger.debug({ err: err.message }, 'streaming: SPDY tunnel failed'));
-  await serveSpdyPortForward(new SpdySession(stream, options.logger), request, backend, options);
 }

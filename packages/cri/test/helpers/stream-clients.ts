@@ -4,13 +4,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { EventEmitter, once } from 'node:events';
+import { readFile } from 'node:fs/promises';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import type { Duplex, Writable } from 'node:stream';
 import transport, { type SpdyConnection, type SpdyHeaders, type SpdyStream } from 'spdy-transport';
-import { WebSocket, createWebSocketStream } from 'ws';
+import { WebSocket } from 'ws';
 import { errors, type StreamIO, type TerminalSize } from '@hcr/core';
 import type { StreamingBackend } from '../../src/streaming/index.js';
 
@@ -197,7 +198,11 @@ export async function spdyRemoteCommand(
     stdout === null ? empty : readAll(stdout),
     stderr === null ? empty : readAll(stderr),
     readAll(error),
-  ]).then(([out, err, status]) => ({ stdout: out, stderr: err, error: status }));
+  ]).then(([out, err, status]) => {
+    // Done, as client-go: close the connection.
+    client.socket.end();
+    return { stdout: out, stderr: err, error: status };
+  });
   return {
     client,
     stdin,
@@ -298,30 +303,6 @@ export class WsChannelClient {
   channel(channel: number): Buffer {
     return Buffer.concat(this.messages.filter((m) => m.channel === channel).map((m) => m.payload));
   }
-}
-
-/** An SPDY client tunnelled through a WebSocket (`SPDY/3.1+portforward.k8s.io`). */
-export function spdyOverWebSocket(url: string, options: { tls?: ClientTls } = {}): Promise<SpdyClient> {
-  const ws = new WebSocket(url.replace(/^http/, 'ws'), ['SPDY/3.1+portforward.k8s.io'], options.tls ?? {});
-  return new Promise((resolve, reject) => {
-    ws.once('error', reject);
-    ws.once('open', () => {
-      const stream = createWebSocketStream(ws);
-      stream.on('error', () => undefined);
-      const conn = transport.connection.create(stream, { protocol: 'spdy', isServer: false });
-      conn.on('error', () => undefined);
-      conn.start(3.1);
-      const closed = new Promise<void>((done) => stream.once('close', () => done()));
-      const open = (headers: SpdyHeaders): Promise<SpdyStream> =>
-        new Promise((ok, fail) => {
-          const s = conn.request({ method: 'POST', path: '/', headers });
-          s.on('error', () => undefined);
-          s.once('response', () => ok(s));
-          s.once('close', () => fail(new Error('stream refused')));
-        });
-      resolve({ conn, socket: stream as unknown as Socket, protocol: ws.protocol, open, closed });
-    });
-  });
 }
 
 /** One forwarded connection over SPDY: sends `request`, half-closes, returns what came back. */
@@ -522,4 +503,30 @@ export async function startHttpTarget(): Promise<{ port: number; close(): Promis
         server.close(() => resolve());
       }),
   };
+}
+
+/** Polls `predicate` until it holds; fails after `timeoutMs`. */
+export async function waitFor(what: string, predicate: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** A self-signed certificate for 127.0.0.1 (openssl), written to `dir`. */
+export async function selfSignedCert(dir: string): Promise<{ cert: string; key: string; ca: Buffer }> {
+  const cert = `${dir}/tls.crt`;
+  const key = `${dir}/tls.key`;
+  const openssl = spawn(
+    'openssl',
+    [
+      ...['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1'],
+      ...['-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert],
+    ],
+    { stdio: 'ignore' },
+  );
+  const [code] = (await once(openssl, 'exit')) as [number | null];
+  if (code !== 0) throw new Error(`openssl failed with ${code}`);
+  return { cert, key, ca: await readFile(cert) };
 }
