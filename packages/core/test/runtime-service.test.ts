@@ -343,6 +343,28 @@ describe('RuntimeService (fake host)', () => {
     expect(v.record.exitCode).toBe(3);
   });
 
+  it('lists a ready pod whose engine unit died as notready (event, status probe and recovery)', async () => {
+    const id = (await rt.runPodSandbox(podSpec()))._unsafeUnwrap();
+    expect(rt.listPodSandbox({ id })[0]?.state).toBe('ready');
+    engine.emit({ type: 'sandbox-died', sandboxId: id, message: 'infra container exited' });
+    expect(rt.listPodSandbox({ id })[0]?.state).toBe('notready');
+    // A unit found dead only by a status probe or at recovery is listed the same way.
+    const other = (await rt.runPodSandbox(podSpec()))._unsafeUnwrap();
+    engine.sandboxes.delete(other);
+    expect((await rt.podSandboxStatus(other))._unsafeUnwrap().state).toBe('notready');
+    expect(rt.listPodSandbox({ id: other })[0]?.state).toBe('notready');
+    const third = (await rt.runPodSandbox(podSpec()))._unsafeUnwrap();
+    engine.sandboxes.delete(third);
+    const again = make();
+    await again.recover();
+    expect(again.listPodSandbox({ id: third })[0]?.state).toBe('notready');
+    expect(again.listPodSandbox({ state: 'notready' }).map((v) => v.record.id)).toContain(third);
+    // Stopping still tears the network down: liveness is not the recorded phase.
+    await again.stopPodSandbox(third);
+    expect(net.attached.has(third)).toBe(false);
+    again.close();
+  });
+
   it('binds a deferred pod from its first image and refuses mixing kinds', async () => {
     rt.close();
     rt = new RuntimeService({

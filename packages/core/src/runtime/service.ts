@@ -112,6 +112,12 @@ export class RuntimeService {
   private readonly log: Logger;
   private readonly unsubscribers: (() => void)[] = [];
   private readonly hostResolv: string;
+  /**
+   * Ready pods whose engine unit died (engine event, a status probe, or found
+   * at recovery). Liveness is derived, so it is kept in memory, not recorded:
+   * ListPodSandbox must not call engines, yet must not report such a pod ready.
+   */
+  private readonly deadSandboxes = new Set<string>();
 
   constructor(private readonly opts: RuntimeServiceOptions) {
     this.log = opts.logger ?? silentLogger;
@@ -247,7 +253,7 @@ export class RuntimeService {
     for (const record of this.opts.store.listSandboxes()) {
       if (filter.id !== undefined && filter.id !== '' && !record.id.startsWith(filter.id)) continue;
       if (record.phase === 'creating' || record.phase === 'removing') continue;
-      const state = record.phase === 'ready' ? 'ready' : 'notready';
+      const state = record.phase === 'ready' && !this.deadSandboxes.has(record.id) ? 'ready' : 'notready';
       if (filter.state !== undefined && filter.state !== state) continue;
       if (filter.labels !== undefined && !labelsMatch(record.spec.labels, filter.labels)) continue;
       out.push({ record, state });
@@ -598,6 +604,11 @@ export class RuntimeService {
           this.log.error({ podSandboxId: s.id, err: String(e) }, 'recovery: sandbox cleanup failed'),
         );
         cleaned++;
+      } else if (s.phase === 'ready' && s.engine !== null && this.opts.engines.has(s.engine)) {
+        // A pod whose unit died while HCR was down (or a stop cut short after the
+        // engine step) must be listed NotReady; the kubelet's StopPodSandbox finishes it.
+        await this.liveSandboxState(s);
+        refreshed++;
       }
     }
     for (const [name, engine] of this.opts.engines) {
@@ -772,7 +783,10 @@ export class RuntimeService {
     if (record.phase !== 'ready') return 'notready';
     if (record.engine === null || !record.engineCreated) return 'ready';
     const st = await unwrap(this.engine(record.engine).sandboxStatus(this.sandboxRef(record))).catch(() => null);
-    return st !== null && st.alive ? 'ready' : 'notready';
+    const alive = st !== null && st.alive;
+    if (alive) this.deadSandboxes.delete(record.id);
+    else this.deadSandboxes.add(record.id);
+    return alive ? 'ready' : 'notready';
   }
 
   private async refreshContainer(
@@ -919,9 +933,16 @@ export class RuntimeService {
     faultPoint('removePodSandbox:after-netns');
     rmSync(current.runtimeDir, { recursive: true, force: true });
     this.opts.store.deleteSandbox(current.id);
+    this.deadSandboxes.delete(current.id);
   }
 
   private onEngineEvent(engineName: string, event: EngineEvent): void {
+    if (event.type === 'sandbox-died') {
+      const record = this.opts.store.getSandbox(event.sandboxId);
+      if (record?.engine === engineName) this.deadSandboxes.add(record.id);
+      this.log.info({ engine: engineName, podSandboxId: event.sandboxId, msg: event.message }, 'pod sandbox died');
+      return;
+    }
     if (event.type !== 'container-exited') {
       this.log.info({ engine: engineName, event: event.type }, 'engine event');
       return;
