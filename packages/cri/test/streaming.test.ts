@@ -252,6 +252,15 @@ describe('bad and vanishing clients', () => {
     await waitFor('the session to end', () => server.activeSessions === 0);
   });
 
+  it('drops connections idle for idleTimeoutMs', async () => {
+    const server = await started({ idleTimeoutMs: 300 });
+    const spdy = await spdyRemoteCommand(execUrl(server, ['sleep', '60']), OUT_ERR);
+    const ws = await WsChannelClient.connect(execUrl(server, ['sleep', '60']), ['v5.channel.k8s.io']);
+    await spdy.client.closed;
+    await ws.closed;
+    await waitFor('the commands to be killed', () => backend.running().length === 0);
+  });
+
   it('drops running sessions on stop', async () => {
     const server = await started();
     const session = await spdyRemoteCommand(execUrl(server, ['sleep', '60']), OUT_ERR);

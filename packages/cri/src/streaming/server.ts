@@ -273,12 +273,8 @@ export class StreamingServer {
     this.upgraded.add(socket);
     socket.once('close', () => this.upgraded.delete(socket));
     if (this.server === null) return void socket.destroy();
-    const net = socket as Socket;
-    net.setNoDelay(true);
-    net.setTimeout(this.idleTimeoutMs, () => {
-      this.logger.info({ idleMs: this.idleTimeoutMs }, 'streaming: dropping an idle connection');
-      socket.destroy();
-    });
+    (socket as Socket).setNoDelay(true);
+    this.dropWhenIdle(socket);
 
     const claim = this.claim(req);
     if ('status' in claim) return reject(socket, claim);
@@ -351,7 +347,18 @@ export class StreamingServer {
       ports = parsed.ports;
     }
     this.wsProtocols.set(req, protocol);
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.serveWebSocket(ws, request, protocol, ports));
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      // ws clears the socket's timeout while taking it over.
+      this.dropWhenIdle(socket);
+      this.serveWebSocket(ws, request, protocol, ports);
+    });
+  }
+
+  private dropWhenIdle(socket: Duplex): void {
+    (socket as Socket).setTimeout(this.idleTimeoutMs, () => {
+      this.logger.info({ idleMs: this.idleTimeoutMs }, 'streaming: dropping an idle connection');
+      socket.destroy();
+    });
   }
 
   private serveWebSocket(ws: WebSocket, request: StreamingRequest, protocol: string, ports: readonly number[]): void {

@@ -78,6 +78,7 @@ declare module 'spdy-transport' {
     readonly _spdyState: { readonly parser: SpdyParser; readonly framer: SpdyFramer };
   }
 
+  /** The library's entry point. */
   const transport: {
     readonly connection: { create(socket: Duplex, options: SpdyConnectionOptions): SpdyConnection };
   };
