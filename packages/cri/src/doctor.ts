@@ -12,8 +12,19 @@ interface Check {
   run(): Promise<{ verdict: Verdict; detail: string; fix?: string }>;
 }
 
+/** Where the checks look; tests point them at an empty machine. */
+export interface DoctorOptions {
+  /** Guest assets and pause binary root (default `/var/lib/hcr/assets`). */
+  readonly assetsDir?: string;
+  /** Search path for host binaries (default `$PATH`). */
+  readonly path?: string;
+}
+
+let searchPath = process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin';
+
 function onPath(bin: string): string | null {
-  for (const dir of (process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':')) {
+  for (const dir of searchPath.split(':')) {
+    if (dir === '') continue;
     const p = join(dir, bin);
     try {
       accessSync(p, constants.X_OK);
@@ -49,9 +60,15 @@ function dockerPing(socket: string): Promise<boolean> {
 }
 
 /** Runs every host check, printing `VERDICT  name: detail (fix: …)`; returns the worst verdict. */
-export async function runDoctor(config: HcrConfig, print: (line: string) => void): Promise<Verdict> {
-  const dockerSocket = String(config.engines['docker']?.options['socket'] ?? '/var/run/docker.sock');
-  const assets = '/var/lib/hcr/assets';
+export async function runDoctor(
+  config: HcrConfig,
+  print: (line: string) => void,
+  options: DoctorOptions = {},
+): Promise<Verdict> {
+  const dockerEngine = Object.values(config.engines).find((e) => e.kind === 'docker');
+  const dockerSocket = String(dockerEngine?.options['socket'] ?? '/var/run/docker.sock');
+  const assets = options.assetsDir ?? '/var/lib/hcr/assets';
+  searchPath = options.path ?? process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin';
   const checks: Check[] = [
     {
       name: 'dockerd',
