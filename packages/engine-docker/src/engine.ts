@@ -46,6 +46,7 @@ import {
 import type { DockerEngineConfig } from './config.js';
 import { dockerMessage, fromDocker, isDockerConflict, isDockerNotFound, isDockerNotModified } from './docker-errors.js';
 import { DockerEventWatcher, type DockerContainerEvent } from './events.js';
+import { CAPABILITY_NAMES, hostBoundingSet, hostDevices } from './host.js';
 import { DockerImageCache, PauseImage } from './images.js';
 import { Label, dockerName } from './labels.js';
 import { LogFollower, removeCursor } from './logs.js';
@@ -56,8 +57,11 @@ import { parseRfc3339Nano } from './time.js';
 /** How long createSandbox waits for pause to enter the pod network namespace. */
 const NETNS_JOIN_TIMEOUT_MS = 5_000;
 
-/** CAP_SYS_RESOURCE's bit in the capability sets. */
-const CAP_SYS_RESOURCE = 24n;
+/** What the engine learns about the host once. */
+interface HostFacts {
+  readonly missingCapabilities: readonly string[];
+  readonly canLowerOomScore: boolean;
+}
 
 /** What the engine remembers about a container's cgroup, found once per Docker container. */
 interface StatsSource {
@@ -105,7 +109,7 @@ export class DockerEngine implements RuntimeEngine {
   private readonly recovered: Promise<void>;
   private markRecovered!: () => void;
   private cgroupMounts: ReturnType<typeof parseCgroupMounts> | null = null;
-  private canLowerOomScore: boolean | null = null;
+  private host: Promise<HostFacts> | null = null;
   private closed = false;
 
   /** Use {@link createDockerEngine}; the constructor starts following dockerd's events. */
@@ -318,26 +322,45 @@ export class DockerEngine implements RuntimeEngine {
         sec.seccomp?.type === 'localhost' && !sec.privileged
           ? await readSeccompProfile(sec.seccomp.localhostRef)
           : null;
+      const host = await this.hostFacts();
       const built = containerCreateOptions(c, {
         engine: this.name,
         log: this.logOptions,
         seccompProfile,
-        canLowerOomScore: await this.canLowerOom(),
+        canLowerOomScore: host.canLowerOomScore,
+        privileged:
+          !sec.privileged || host.missingCapabilities.length === 0
+            ? { kind: 'native' }
+            : {
+                kind: 'emulated',
+                dropCapabilities: host.missingCapabilities,
+                devices: await hostDevices(),
+                reason: `the host's capability bounding set lacks ${host.missingCapabilities.join(', ')}, so Docker's privileged mode cannot start`,
+              },
       });
       if (built.isErr()) throw built.error;
       for (const w of built.value.warnings) this.log.warn({ container: c.id }, w);
       await ensureMountSources(c);
-      let container: Docker.Container;
-      try {
-        container = await this.createOrAdopt(built.value.value, Label.containerId, c.id, true);
-      } catch (e) {
-        // The image may have been removed from dockerd behind our back: load it again once.
-        if (!isNoSuchImage(e)) throw e;
-        this.images.forget(c.image.id);
-        await this.images.ensure(c.image.id);
-        container = await this.createOrAdopt(built.value.value, Label.containerId, c.id, true);
+      const options = built.value.value;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          const container = await this.createOrAdopt(options, Label.containerId, c.id, true);
+          return { engineData: { dockerId: container.id } };
+        } catch (e) {
+          if (attempt > CAPABILITY_NAMES.length) throw e;
+          if (isNoSuchImage(e)) {
+            // The image was removed from dockerd behind our back: load it again.
+            this.images.forget(c.image.id);
+            await this.images.ensure(c.image.id);
+            continue;
+          }
+          // A capability this dockerd does not know cannot be granted by it either: no need to drop it.
+          const unknown = /unknown capability: "?(CAP_\w+)/.exec(dockerMessage(e))?.[1];
+          const drop = options.HostConfig?.CapDrop as string[] | undefined;
+          if (unknown === undefined || drop === undefined || !drop.includes(unknown)) throw e;
+          options.HostConfig!.CapDrop = drop.filter((cap) => cap !== unknown);
+        }
       }
-      return { engineData: { dockerId: container.id } };
     });
   }
 
@@ -749,14 +772,14 @@ export class DockerEngine implements RuntimeEngine {
     }
   }
 
-  /** Whether runc can apply a negative oom_score_adj (needs CAP_SYS_RESOURCE in the bounding set). */
-  private async canLowerOom(): Promise<boolean> {
-    if (this.canLowerOomScore === null) {
-      const status = await readFile('/proc/self/status', 'utf8').catch(() => '');
-      const hex = /^CapBnd:\s*([0-9a-f]+)$/m.exec(status)?.[1];
-      this.canLowerOomScore = hex !== undefined && ((BigInt(`0x${hex}`) >> CAP_SYS_RESOURCE) & 1n) === 1n;
-    }
-    return this.canLowerOomScore;
+  /** Facts about the host's capabilities, read once (they decide how privileged containers are made). */
+  private hostFacts(): Promise<HostFacts> {
+    this.host ??= hostBoundingSet().then((b) => ({
+      missingCapabilities: b.missing,
+      // runc needs CAP_SYS_RESOURCE to lower oom_score_adj.
+      canLowerOomScore: b.present.includes('CAP_SYS_RESOURCE'),
+    }));
+    return this.host;
   }
 }
 

@@ -134,6 +134,7 @@ const ctx: ContainerBuildContext = {
   log: { maxSize: '10m', maxFiles: 2 },
   seccompProfile: null,
   canLowerOomScore: false,
+  privileged: { kind: 'native' },
 };
 
 describe('sandboxCreateOptions', () => {
@@ -267,6 +268,43 @@ describe('small mappings', () => {
     expect(dockerOomScoreAdj(-998, false)).toMatchObject({ value: 0, warnings: [expect.stringContaining('-998')] });
     expect(dockerOomScoreAdj(-998, true)).toEqual({ value: -998, warnings: [] });
     expect(dockerOomScoreAdj(1000, false)).toEqual({ value: 1000, warnings: [] });
+  });
+});
+
+describe('privileged containers', () => {
+  const priv = container({}, { privileged: true, capabilities: { add: [], drop: ['NET_RAW'] }, seccomp: null });
+
+  it('use Docker privileged mode when the host allows it', () => {
+    const { value: o, warnings } = containerCreateOptions(priv, ctx)._unsafeUnwrap();
+    expect(o.HostConfig).toMatchObject({ Privileged: true, SecurityOpt: [] });
+    expect(o.HostConfig?.CapDrop).toBeUndefined();
+    expect(warnings).toEqual([]);
+  });
+
+  it('are emulated, with a warning, when the bounding set lacks a capability', () => {
+    const built = containerCreateOptions(priv, {
+      ...ctx,
+      privileged: {
+        kind: 'emulated',
+        dropCapabilities: ['CAP_SYS_RESOURCE'],
+        devices: [
+          { PathOnHost: '/dev/null', PathInContainer: '/dev/null', CgroupPermissions: 'rwm' },
+          { PathOnHost: '/dev/fuse', PathInContainer: '/dev/fuse', CgroupPermissions: 'rwm' },
+        ],
+        reason: 'no CAP_SYS_RESOURCE',
+      },
+    })._unsafeUnwrap();
+    expect(built.value.HostConfig).toMatchObject({
+      Privileged: false,
+      CapAdd: ['ALL'],
+      CapDrop: ['CAP_SYS_RESOURCE'],
+      SecurityOpt: ['seccomp=unconfined', 'apparmor=unconfined'],
+      MaskedPaths: [],
+      ReadonlyPaths: [],
+      DeviceCgroupRules: ['a *:* rwm'],
+    });
+    expect(built.value.HostConfig?.Devices).toHaveLength(2);
+    expect(built.warnings).toEqual([expect.stringContaining('no CAP_SYS_RESOURCE')]);
   });
 });
 

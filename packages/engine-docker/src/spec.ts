@@ -12,6 +12,7 @@ import {
 import type Docker from 'dockerode';
 import { err, ok, type Result } from 'neverthrow';
 import { match } from 'ts-pattern';
+import type { DeviceMapping } from './host.js';
 import { containerLabels, dockerName, sandboxLabels } from './labels.js';
 
 /** Where the pod's netns file is bind-mounted inside the pause container. */
@@ -291,6 +292,26 @@ export function dockerOomScoreAdj(value: number, canLower: boolean): Built<numbe
   return { value, warnings: [] };
 }
 
+/**
+ * How privileged containers are made. Docker's `Privileged` grants every
+ * capability the kernel knows, and runc fails the start when the host's
+ * capability bounding set lacks one (as on hosts without CAP_SYS_RESOURCE).
+ * There the engine builds the same container from parts Docker does allow:
+ * all capabilities but the ones the host lacks, every host device, no
+ * seccomp, AppArmor, masked or read-only paths. What stays different: /sys
+ * is read-only.
+ */
+export type PrivilegedMode =
+  | { readonly kind: 'native' }
+  | {
+      readonly kind: 'emulated';
+      /** Capabilities missing from the host's bounding set. */
+      readonly dropCapabilities: readonly string[];
+      readonly devices: readonly DeviceMapping[];
+      /** Why native mode cannot work (for the warning). */
+      readonly reason: string;
+    };
+
 /** Inputs to {@link containerCreateOptions} that need I/O or host facts. */
 export interface ContainerBuildContext {
   readonly engine: string;
@@ -299,6 +320,35 @@ export interface ContainerBuildContext {
   readonly seccompProfile: string | null;
   /** Whether a negative oom_score_adj can be applied on this host. */
   readonly canLowerOomScore: boolean;
+  readonly privileged: PrivilegedMode;
+}
+
+/** HostConfig security settings of a privileged container (see {@link PrivilegedMode}). */
+function privilegedHostConfig(
+  mode: PrivilegedMode,
+  sec: ContainerSecurity,
+  devices: readonly DeviceMapping[],
+): Built<Docker.HostConfig> {
+  if (mode.kind === 'native') {
+    return {
+      value: { Privileged: true, Devices: [...devices], SecurityOpt: sec.noNewPrivs ? ['no-new-privileges'] : [] },
+      warnings: [],
+    };
+  }
+  const requested = new Set(devices.map((d) => d.PathInContainer));
+  return {
+    value: {
+      Privileged: false,
+      CapAdd: ['ALL'],
+      CapDrop: [...mode.dropCapabilities],
+      SecurityOpt: ['seccomp=unconfined', 'apparmor=unconfined', ...(sec.noNewPrivs ? ['no-new-privileges'] : [])],
+      MaskedPaths: [],
+      ReadonlyPaths: [],
+      DeviceCgroupRules: ['a *:* rwm'],
+      Devices: [...devices, ...mode.devices.filter((d) => !requested.has(d.PathInContainer))],
+    },
+    warnings: [`privileged container emulated (${mode.reason}); /sys is read-only in it`],
+  };
 }
 
 /** The Docker create request for an app container. */
@@ -319,24 +369,33 @@ export function containerCreateOptions(
   const resources = dockerResources(spec.linux.resources);
   const oom = dockerOomScoreAdj(spec.linux.resources.oomScoreAdj, ctx.canLowerOomScore);
   const cgroupParent = c.sandbox.spec.linux.cgroupParent;
+  const devices: DeviceMapping[] = spec.devices.map((d) => ({
+    PathOnHost: d.hostPath,
+    PathInContainer: d.containerPath,
+    CgroupPermissions: d.permissions === '' ? 'rwm' : d.permissions,
+  }));
+  const security: Built<Docker.HostConfig> = sec.privileged
+    ? privilegedHostConfig(ctx.privileged, sec, devices)
+    : {
+        value: {
+          Privileged: false,
+          Devices: devices,
+          CapAdd: sec.capabilities.add.map(dockerCapability),
+          CapDrop: sec.capabilities.drop.map(dockerCapability),
+          SecurityOpt: secOpts.value,
+          // Empty lists keep Docker's defaults: CRI cannot tell "unset" from "none" here.
+          ...(sec.maskedPaths.length > 0 ? { MaskedPaths: [...sec.maskedPaths] } : {}),
+          ...(sec.readonlyPaths.length > 0 ? { ReadonlyPaths: [...sec.readonlyPaths] } : {}),
+        },
+        warnings: [],
+      };
 
   const hostConfig: Docker.HostConfig = {
     ...namespaces.value,
     Mounts: containerMounts(c),
-    Devices: spec.devices.map((d) => ({
-      PathOnHost: d.hostPath,
-      PathInContainer: d.containerPath,
-      CgroupPermissions: d.permissions === '' ? 'rwm' : d.permissions,
-    })),
-    Privileged: sec.privileged,
-    CapAdd: sec.capabilities.add.map(dockerCapability),
-    CapDrop: sec.capabilities.drop.map(dockerCapability),
+    ...security.value,
     GroupAdd: sec.supplementalGroups.map(String),
     ReadonlyRootfs: sec.readonlyRootfs,
-    SecurityOpt: secOpts.value,
-    // Empty lists keep Docker's defaults: CRI cannot tell "unset" from "none" here.
-    ...(sec.maskedPaths.length > 0 ? { MaskedPaths: [...sec.maskedPaths] } : {}),
-    ...(sec.readonlyPaths.length > 0 ? { ReadonlyPaths: [...sec.readonlyPaths] } : {}),
     ...resources.value,
     ...(oom.value !== 0 ? { OomScoreAdj: oom.value } : {}),
     ...(cgroupParent === '' ? {} : { CgroupParent: cgroupParent }),
@@ -363,5 +422,5 @@ export function containerCreateOptions(
     Labels: containerLabels(ctx.engine, c.sandbox.id, c.id, c.logPath),
     HostConfig: hostConfig,
   };
-  return ok({ value: options, warnings: [...resources.warnings, ...oom.warnings] });
+  return ok({ value: options, warnings: [...security.warnings, ...resources.warnings, ...oom.warnings] });
 }
