@@ -25,8 +25,10 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -555,10 +557,14 @@ __attribute__((noreturn)) static void become_and_exec(const struct hcr_process *
 
 /* ------------------------------------------------------------ agent side */
 
-/* Files a child gets as stdin/stdout/stderr, and what the agent keeps. */
+/* Files a child gets as stdin/stdout/stderr (pipes), or the socket its PTY master comes back on. */
 struct child_stdio {
 	int fd[3];
+	int tty_sock; /* the child's end; -1 without a TTY */
+	int tty_recv; /* the agent's end */
 };
+
+#define TTY_SOCK_FD 5
 
 static void set_nonblock(int fd)
 {
@@ -567,34 +573,22 @@ static void set_nonblock(int fd)
 		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
-/* Makes pipes or a PTY for a process. 0, or -1 with errno. */
+/*
+ * Makes the pipes of a process, or, with a TTY, a socket pair: the PTY must
+ * come from the container's own devpts (so `tty` and ttyname() work inside),
+ * which only the child can open; it sends the master back (child_tty).
+ * 0, or -1 with errno.
+ */
 static int make_stdio(const struct hcr_process *p, struct proc_io *io, struct child_stdio *cs)
 {
 	io_init(io);
-	cs->fd[0] = cs->fd[1] = cs->fd[2] = -1;
+	cs->fd[0] = cs->fd[1] = cs->fd[2] = cs->tty_sock = cs->tty_recv = -1;
 	if (p->tty) {
-		int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-		if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0)
+		int sv[2];
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
 			return -1;
-		char name[128];
-		if (ptsname_r(master, name, sizeof(name)) != 0) {
-			close(master);
-			return -1;
-		}
-		int slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
-		if (slave < 0) {
-			close(master);
-			return -1;
-		}
-		if (p->rows != 0 && p->cols != 0) {
-			struct winsize ws = {.ws_row = (unsigned short)p->rows, .ws_col = (unsigned short)p->cols};
-			ioctl(master, TIOCSWINSZ, &ws);
-		}
-		set_nonblock(master);
-		io->tty_fd = master;
-		io->out_fd = fcntl(master, F_DUPFD_CLOEXEC, 3);
-		io->in.fd = p->stdin ? fcntl(master, F_DUPFD_CLOEXEC, 3) : -1;
-		cs->fd[0] = cs->fd[1] = cs->fd[2] = slave;
+		cs->tty_recv = sv[0];
+		cs->tty_sock = sv[1];
 		return 0;
 	}
 	int out[2], err[2];
@@ -624,42 +618,113 @@ static int make_stdio(const struct hcr_process *p, struct proc_io *io, struct ch
 	return 0;
 }
 
-/* Closes the child's ends in the agent (each fd once: a PTY slave is all three). */
+/* Closes the child's ends in the agent. */
 static void close_child_stdio(struct child_stdio *cs)
 {
-	for (int i = 0; i < 3; i++) {
-		if (cs->fd[i] < 0)
-			continue;
-		bool seen = false;
-		for (int k = 0; k < i; k++)
-			seen |= cs->fd[k] == cs->fd[i];
-		if (!seen)
+	for (int i = 0; i < 3; i++)
+		if (cs->fd[i] >= 0)
 			close(cs->fd[i]);
-	}
+	if (cs->tty_sock >= 0)
+		close(cs->tty_sock);
+	cs->fd[0] = cs->fd[1] = cs->fd[2] = cs->tty_sock = -1;
 }
 
 /*
- * In the child: moves stdio to 0-2 and the sync/start pipes to 3/4, closes
- * everything else the agent had open, and makes the process a session leader
- * (with the PTY as controlling terminal).
+ * In the child: moves stdio to 0-2, the sync/start pipes to 3/4 and the TTY
+ * socket to 5, and closes everything else the agent had open.
  */
-static void child_fds(struct child_stdio *cs, int sync_w, int start_r, bool tty)
+static void child_fds(struct child_stdio *cs, int sync_w, int start_r)
 {
-	int fds[5] = {cs->fd[0], cs->fd[1], cs->fd[2], sync_w, start_r};
-	int high[5];
-	for (int i = 0; i < 5; i++)
+	int fds[6] = {cs->fd[0], cs->fd[1], cs->fd[2], sync_w, start_r, cs->tty_sock};
+	int high[6];
+	for (int i = 0; i < 6; i++)
 		high[i] = fds[i] < 0 ? -1 : fcntl(fds[i], F_DUPFD_CLOEXEC, 100);
-	for (int i = 0; i < 5; i++) {
+	for (int i = 0; i < 6; i++) {
 		if (high[i] < 0)
 			close(i);
 		else if (dup3(high[i], i, i >= 3 ? O_CLOEXEC : 0) < 0)
 			_exit(126);
 	}
-	syscall(SYS_close_range, 5, ~0U, 0);
+	syscall(SYS_close_range, 6, ~0U, 0);
 	sync_out = SYNC_FD;
+	if (cs->tty_sock < 0)
+		setsid();
+}
+
+/*
+ * In the child, inside the container's mount namespace: a PTY from the
+ * container's devpts, its master sent to the agent, its slave as stdio and
+ * controlling terminal.
+ */
+static void child_tty(const struct hcr_process *p)
+{
+	int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (master < 0)
+		child_fail("open /dev/ptmx: %s", strerror(errno));
+	int unlock = 0;
+	if (ioctl(master, TIOCSPTLCK, &unlock) != 0)
+		child_fail("unlock the PTY: %s", strerror(errno));
+	/* By the master, not by a path in a /dev/pts the image might have tampered with. */
+	int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY);
+	if (slave < 0)
+		child_fail("open the PTY peer: %s", strerror(errno));
+	if (p->rows != 0 && p->cols != 0) {
+		struct winsize ws = {.ws_row = (unsigned short)p->rows, .ws_col = (unsigned short)p->cols};
+		ioctl(master, TIOCSWINSZ, &ws);
+	}
+	char byte = 'T';
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	memset(&ctl, 0, sizeof(ctl));
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf)};
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &master, sizeof(int));
+	if (sendmsg(TTY_SOCK_FD, &msg, MSG_NOSIGNAL) != 1)
+		child_fail("send the PTY to the agent: %s", strerror(errno));
+	close(master);
+	close(TTY_SOCK_FD);
+	for (int i = 0; i < 3; i++)
+		if (dup2(slave, i) < 0)
+			child_fail("dup2 PTY: %s", strerror(errno));
+	if (slave > 2)
+		close(slave);
 	setsid();
-	if (tty && ioctl(0, TIOCSCTTY, 0) != 0)
+	if (ioctl(0, TIOCSCTTY, 0) != 0)
 		child_fail("TIOCSCTTY: %s", strerror(errno));
+}
+
+/* In the agent: takes the PTY master a child sent and makes it the process's stdio. 0 or -1. */
+static int receive_tty(struct child_stdio *cs, struct proc_io *io, bool want_stdin)
+{
+	struct pollfd pfd = {.fd = cs->tty_recv, .events = POLLIN};
+	if (poll(&pfd, 1, 10000) <= 0)
+		return -1;
+	char byte;
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf)};
+	ssize_t n = recvmsg(cs->tty_recv, &msg, MSG_CMSG_CLOEXEC);
+	close(cs->tty_recv);
+	cs->tty_recv = -1;
+	struct cmsghdr *cm = n == 1 ? CMSG_FIRSTHDR(&msg) : NULL;
+	if (cm == NULL || cm->cmsg_type != SCM_RIGHTS)
+		return -1;
+	int master;
+	memcpy(&master, CMSG_DATA(cm), sizeof(int));
+	set_nonblock(master);
+	io->tty_fd = master;
+	io->out_fd = fcntl(master, F_DUPFD_CLOEXEC, 3);
+	io->in.fd = want_stdin ? fcntl(master, F_DUPFD_CLOEXEC, 3) : -1;
+	return 0;
 }
 
 static pid_t clone_into(uint64_t flags, int cgroup_fd)
@@ -770,14 +835,14 @@ void handle_create(uint32_t id, struct hcr_create_container *req)
 		discard_container(c);
 		return;
 	}
-	struct child_stdio cs = {{-1, -1, -1}};
+	struct child_stdio cs = {{-1, -1, -1}, -1, -1};
 	int sync_p[2] = {-1, -1}, start_p[2] = {-1, -1};
 	int cgfd = open(c->cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (cgfd < 0 || make_stdio(&req->process, &c->io, &cs) != 0 || pipe2(sync_p, O_CLOEXEC) != 0 ||
 	    pipe2(start_p, O_CLOEXEC) != 0) {
 		send_error(id, HCR_ERROR_CODE_INTERNAL, "prepare container %s: %s", req->id, strerror(errno));
-		int fds[] = {cgfd, sync_p[0], sync_p[1], start_p[0], start_p[1]};
-		for (size_t i = 0; i < 5; i++)
+		int fds[] = {cgfd, sync_p[0], sync_p[1], start_p[0], start_p[1], cs.tty_recv};
+		for (size_t i = 0; i < 6; i++)
 			if (fds[i] >= 0)
 				close(fds[i]);
 		close_child_stdio(&cs);
@@ -792,7 +857,7 @@ void handle_create(uint32_t id, struct hcr_create_container *req)
 		flags |= CLONE_NEWIPC;
 	pid_t pid = clone_into(flags, cgfd);
 	if (pid == 0) {
-		child_fds(&cs, sync_p[1], start_p[0], req->process.tty);
+		child_fds(&cs, sync_p[1], start_p[0]);
 		/* After CLONE_INTO_CGROUP, so the namespace is rooted at the container's own cgroup. */
 		if (unshare(CLONE_NEWCGROUP) != 0)
 			child_fail("unshare cgroup namespace: %s", strerror(errno));
@@ -804,6 +869,8 @@ void handle_create(uint32_t id, struct hcr_create_container *req)
 		bind_mounts(root, req);
 		mask_paths(root, req);
 		enter_root(root);
+		if (req->process.tty)
+			child_tty(&req->process);
 		if (req->readonly_rootfs && mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) != 0)
 			child_fail("remount / read-only: %s", strerror(errno));
 		const char *hn = req->hostname[0] != 0 ? req->hostname : "localhost";
@@ -835,6 +902,12 @@ void handle_create(uint32_t id, struct hcr_create_container *req)
 	c->pid = pid;
 	char msg[1024] = "";
 	int word = await_child(c->sync_fd, msg, sizeof(msg), 30000);
+	if (word == 'R' && cs.tty_recv >= 0 && receive_tty(&cs, &c->io, req->process.stdin) != 0) {
+		word = 'E';
+		snprintf(msg, sizeof(msg), "no PTY from the container process");
+	}
+	if (cs.tty_recv >= 0)
+		close(cs.tty_recv);
 	if (word != 'R') {
 		kill(pid, SIGKILL);
 		int status;
@@ -913,7 +986,7 @@ void handle_exec(uint32_t id, struct hcr_exec *req)
 	int self_pid = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
 	int cgfd = open(c->cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	struct exec *e = calloc(1, sizeof(*e));
-	struct child_stdio cs = {{-1, -1, -1}};
+	struct child_stdio cs = {{-1, -1, -1}, -1, -1};
 	int sync_p[2] = {-1, -1};
 	bool ok = self_pid >= 0 && cgfd >= 0 && e != NULL;
 	for (int i = 0; i < 5; i++)
@@ -933,7 +1006,9 @@ void handle_exec(uint32_t id, struct hcr_exec *req)
 				if (setns(ns[i], type[i]) != 0)
 					child_fail("join %s namespace: %s", kinds[i], strerror(errno));
 			}
-			child_fds(&cs, sync_p[1], -1, req->process.tty);
+			child_fds(&cs, sync_p[1], -1);
+			if (req->process.tty)
+				child_tty(&req->process);
 			become_and_exec(&req->process);
 		}
 		saved = errno;
@@ -959,6 +1034,8 @@ void handle_exec(uint32_t id, struct hcr_exec *req)
 		free(e);
 		if (sync_p[0] >= 0)
 			close(sync_p[0]);
+		if (cs.tty_recv >= 0)
+			close(cs.tty_recv);
 		return;
 	}
 	e->id = req->exec_id;
@@ -968,6 +1045,13 @@ void handle_exec(uint32_t id, struct hcr_exec *req)
 	char msg[1024] = "";
 	int word = await_child(sync_p[0], msg, sizeof(msg), 30000);
 	close(sync_p[0]);
+	if (word != 'E' && cs.tty_recv >= 0 && receive_tty(&cs, &e->io, req->process.stdin) != 0) {
+		kill(pid, SIGKILL);
+		word = 'E';
+		snprintf(msg, sizeof(msg), "no PTY from the exec process");
+	}
+	if (cs.tty_recv >= 0)
+		close(cs.tty_recv);
 	if (word == 'E') {
 		/* The child exits 127; reap_children reports that as ExecExited after this error. */
 		send_error(id, HCR_ERROR_CODE_FAILED_PRECONDITION, "exec in %s: %s", c->id, msg);

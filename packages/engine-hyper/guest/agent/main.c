@@ -181,8 +181,29 @@ static int open_port(const char *name)
 	return -1;
 }
 
+/*
+ * The initramfs is the kernel's rootfs, which has no parent mount, and
+ * pivot_root refuses to move such a root away (EINVAL). PID 1 re-roots on a
+ * bind mount of the initramfs moved over "/", so containers can pivot. (A
+ * bind straight onto "/" would not do: lookups of "/" start at the process
+ * root and never cross a mount stacked on it.)
+ */
+static void reroot(void)
+{
+	const char *tmp = "/.hcr-root";
+	if (mkdir(tmp, 0700) != 0 || mount("/", tmp, NULL, MS_BIND | MS_REC, NULL) != 0 || chdir(tmp) != 0 ||
+	    mount(".", "/", NULL, MS_MOVE, NULL) != 0 || chroot(".") != 0 || chdir("/") != 0) {
+		dprintf(STDERR_FILENO, "hcr-agent: re-rooting on a bind mount failed: %s\n", strerror(errno));
+		return;
+	}
+	rmdir(tmp);
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+		dprintf(STDERR_FILENO, "hcr-agent: make / private: %s\n", strerror(errno));
+}
+
 static void early_init(void)
 {
+	reroot();
 	must_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	if (cmdline_has("hcr.probe")) {
 		/* KVM probe: reaching userspace is all the host wants to know. */

@@ -1,0 +1,498 @@
+import { readFileSync } from 'node:fs';
+import type { Duplex } from 'node:stream';
+import {
+  errAsync,
+  errors,
+  type EngineEvent,
+  type ExecSyncResult,
+  type HcrError,
+  type Logger,
+  type ResultAsync,
+  type StreamIO,
+} from '@hcr/core';
+import { AgentClient, type ReplyTo } from './agent/client.js';
+import type { LogSink } from './logs.js';
+import {
+  ContainerStatus,
+  LogLevel,
+  Stream,
+  type ContainerInfo,
+  type HelloReply,
+  type Messages,
+  type Process,
+  type RequestName,
+} from './protocol/wire.gen.js';
+import type { SandboxRecord } from './state.js';
+import { containerStatus } from './translate.js';
+import type { VmDriver, VmHandle } from './vm/driver.js';
+
+/** Largest data chunk the host puts in one frame (the agent reads in 32 KiB chunks too). */
+const CHUNK = 32 * 1024;
+
+interface ExecWatch {
+  onOutput(stream: number, data: Buffer): void;
+  onExit(exitCode: number): void;
+  onLost(e: HcrError): void;
+}
+
+interface PortWatch {
+  onData(data: Buffer): void;
+  onClose(error: string): void;
+  onLost(e: HcrError): void;
+}
+
+/** What a pod VM needs from the engine. */
+export interface PodDeps {
+  readonly driver: VmDriver;
+  readonly logger: Logger;
+  readonly emit: (event: EngineEvent) => void;
+  readonly requestTimeoutMs: number;
+}
+
+/** The last lines of a VM's serial console, for messages about a VM that failed. */
+export function consoleTail(path: string, lines = 25): string {
+  try {
+    const text = readFileSync(path, 'utf8').trimEnd();
+    return text.split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no console output)';
+  }
+}
+
+/**
+ * One pod VM as the engine sees it: the VM handle, the agent connection and
+ * everything multiplexed over it (container logs, attach, exec and
+ * port-forward streams). The connection may drop and come back (an HCR
+ * restart creates a new PodVm over the same VM); the VM's life is the pod's.
+ */
+export class PodVm {
+  private client: AgentClient | null = null;
+  /** The CRI log writers of the pod's containers, by container id. */
+  readonly sinks = new Map<string, LogSink>();
+  private readonly outputListeners = new Map<string, Set<(stream: number, data: Buffer) => void>>();
+  private readonly exitWaiters = new Map<string, Set<(info: ContainerInfo) => void>>();
+  private readonly execs = new Map<number, ExecWatch>();
+  private readonly ports = new Map<number, PortWatch>();
+  /** The agent's last word on each container, for statuses after the VM is gone. */
+  private readonly lastKnown = new Map<string, ContainerInfo>();
+  private nextExecId = 1;
+  private nextConnId = 1;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  /** Set when HCR stops watching (engine closed, pod stopped): no reconnects, no died event. */
+  private detached = false;
+  private readonly log: Logger;
+
+  constructor(
+    readonly record: SandboxRecord,
+    readonly handle: VmHandle,
+    private readonly deps: PodDeps,
+  ) {
+    this.log = deps.logger.child({ podSandboxId: record.id, vmPid: handle.pid });
+  }
+
+  /** True while the VM process lives. */
+  get alive(): boolean {
+    return this.deps.driver.isAlive(this.handle);
+  }
+
+  /** True while an agent connection is up. */
+  get connected(): boolean {
+    return this.client !== null && !this.client.closed;
+  }
+
+  /**
+   * Connects to the agent and greets it: sets the guest clock, tells it how
+   * far each container's log was written, and learns what it runs.
+   */
+  connect(timeoutMs: number): ResultAsync<HelloReply, HcrError> {
+    const deadline = Date.now() + timeoutMs;
+    return AgentClient.connect(this.deps.driver.agentTransport(this.handle), timeoutMs, this.log).andThen((client) => {
+      this.client?.close();
+      this.client = client;
+      this.subscribe(client);
+      const resume = [...this.sinks].map(([containerId, sink]) => ({ containerId, offset: sink.resumeOffset() }));
+      return client
+        .request('Hello', { hostTime: BigInt(Date.now()) * 1_000_000n, resume }, Math.max(1, deadline - Date.now()))
+        .map((hello) => {
+          for (const c of hello.containers) this.lastKnown.set(c.id, c);
+          // Exits that happened while HCR was away: core reconciles them from these events too.
+          for (const c of hello.containers) if (c.status === ContainerStatus.EXITED) this.onExited(c);
+          return hello;
+        })
+        .mapErr((e) => {
+          client.close();
+          return e;
+        });
+    });
+  }
+
+  /** Sends a request to the agent; Unavailable when no connection is up. */
+  request<N extends RequestName>(name: N, body: Messages[N], timeoutMs?: number): ResultAsync<ReplyTo<N>, HcrError> {
+    const c = this.client;
+    if (c === null || c.closed) {
+      return errAsync(
+        errors.unavailable(
+          this.alive
+            ? `the agent of pod ${this.record.id} is not connected; retry shortly`
+            : `the VM of pod ${this.record.id} is not running`,
+        ),
+      );
+    }
+    return c.request(name, body, timeoutMs ?? this.deps.requestTimeoutMs);
+  }
+
+  /** The agent's containers, refreshing what is remembered of them. */
+  listContainers(): ResultAsync<readonly ContainerInfo[], HcrError> {
+    return this.request('ListContainers', {}).map((r) => {
+      for (const c of r.containers) this.lastKnown.set(c.id, c);
+      return r.containers;
+    });
+  }
+
+  /** What the agent said last about a container (null if it never mentioned it). */
+  lastInfo(containerId: string): ContainerInfo | null {
+    return this.lastKnown.get(containerId) ?? null;
+  }
+
+  /** Forgets a removed container. */
+  forget(containerId: string): void {
+    this.lastKnown.delete(containerId);
+    this.sinks.get(containerId)?.close();
+    this.sinks.delete(containerId);
+  }
+
+  /**
+   * Resolves with the container's info once it exited, or null after
+   * `timeoutMs`. Events do the work; a slow poll covers events lost in a
+   * reconnect.
+   */
+  waitExit(containerId: string, timeoutMs: number): Promise<ContainerInfo | null> {
+    return new Promise((resolve) => {
+      let done = false;
+      const set = this.exitWaiters.get(containerId) ?? new Set();
+      this.exitWaiters.set(containerId, set);
+      const finish = (info: ContainerInfo | null) => {
+        if (done) return;
+        done = true;
+        set.delete(finish);
+        clearTimeout(timer);
+        clearInterval(poll);
+        resolve(info);
+      };
+      set.add(finish);
+      const timer = setTimeout(() => finish(null), timeoutMs);
+      const check = () =>
+        void this.listContainers().map((cs) => {
+          const c = cs.find((x) => x.id === containerId);
+          if (c === undefined || c.status === ContainerStatus.EXITED) finish(c ?? null);
+        });
+      const poll = setInterval(check, 1000);
+      check();
+    });
+  }
+
+  /** Runs a process in a container with the given streams; resolves with its exit code. */
+  exec(containerId: string, process: Process, io: StreamIO): Promise<number> {
+    const execId = this.nextExecId++;
+    return new Promise<number>((resolve, reject) => {
+      const cleanup = () => {
+        this.execs.delete(execId);
+        io.stdin?.removeListener('data', onStdin);
+        io.stdin?.removeListener('end', onStdinEnd);
+      };
+      this.execs.set(execId, {
+        onOutput: (stream, data) => (stream === Stream.STDERR && !io.tty ? io.stderr : io.stdout)?.write(data),
+        onExit: (code) => {
+          cleanup();
+          resolve(code);
+        },
+        onLost: (e) => {
+          cleanup();
+          reject(e.withContext(`exec in ${containerId}`));
+        },
+      });
+      const onStdin = (chunk: Buffer) => this.sendStdin(containerId, execId, chunk, false);
+      const onStdinEnd = () => this.sendStdin(containerId, execId, Buffer.alloc(0), true);
+      void this.request('Exec', {
+        containerId,
+        execId,
+        process: { ...process, tty: io.tty, stdin: io.stdin !== null },
+      }).match(
+        () => {
+          io.stdin?.on('data', onStdin);
+          io.stdin?.on('end', onStdinEnd);
+          io.onResize((size) =>
+            this.client?.notify('Resize', { containerId, execId, rows: size.height, cols: size.width }),
+          );
+        },
+        (e) => {
+          cleanup();
+          reject(e);
+        },
+      );
+    });
+  }
+
+  /**
+   * Runs a process without stdin and collects its output (at most `maxOutput`
+   * bytes per stream). With a timeout, the process is SIGKILLed when it runs
+   * out and the call fails with DeadlineExceeded.
+   */
+  execSync(containerId: string, process: Process, timeoutMs: number, maxOutput: number): Promise<ExecSyncResult> {
+    const execId = this.nextExecId++;
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    const size = { out: 0, err: 0 };
+    return new Promise<ExecSyncResult>((resolve, reject) => {
+      let timer: NodeJS.Timeout | null = null;
+      const cleanup = () => {
+        this.execs.delete(execId);
+        if (timer !== null) clearTimeout(timer);
+      };
+      this.execs.set(execId, {
+        onOutput: (stream, data) => {
+          const key = stream === Stream.STDERR ? 'err' : 'out';
+          const room = maxOutput - size[key];
+          if (room <= 0) return;
+          (key === 'err' ? err : out).push(data.subarray(0, room));
+          size[key] += Math.min(room, data.length);
+        },
+        onExit: (exitCode) => {
+          cleanup();
+          resolve({ stdout: Buffer.concat(out), stderr: Buffer.concat(err), exitCode });
+        },
+        onLost: (e) => {
+          cleanup();
+          reject(e.withContext(`exec in ${containerId}`));
+        },
+      });
+      void this.request('Exec', { containerId, execId, process: { ...process, tty: false, stdin: false } }).match(
+        () => {
+          if (timeoutMs <= 0) return;
+          timer = setTimeout(() => {
+            cleanup();
+            void this.request('SignalExec', { execId, signal: 9 });
+            reject(errors.deadlineExceeded(`command in ${containerId} timed out after ${timeoutMs / 1000} s`));
+          }, timeoutMs);
+        },
+        (e) => {
+          cleanup();
+          reject(e);
+        },
+      );
+    });
+  }
+
+  /**
+   * Attaches streams to a container's main process: live output, stdin
+   * (when the container has one) and resizes. Resolves when the container
+   * exits, the caller's output stream closes, or the connection is lost.
+   */
+  attach(containerId: string, io: StreamIO, opts: { stdin: boolean; stdinOnce: boolean }): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const listeners = this.outputListeners.get(containerId) ?? new Set();
+      this.outputListeners.set(containerId, listeners);
+      const onOutput = (stream: number, data: Buffer) =>
+        (stream === Stream.STDERR && !io.tty ? io.stderr : io.stdout)?.write(data);
+      const onStdin = (chunk: Buffer) => this.sendStdin(containerId, 0, chunk, false);
+      const onStdinEnd = () => {
+        if (opts.stdinOnce) this.sendStdin(containerId, 0, Buffer.alloc(0), true);
+      };
+      let done = false;
+      const finish = () => {
+        if (done) return;
+        done = true;
+        listeners.delete(onOutput);
+        this.exitWaiters.get(containerId)?.delete(onExit);
+        io.stdin?.removeListener('data', onStdin);
+        io.stdin?.removeListener('end', onStdinEnd);
+        io.stdout?.removeListener('close', finish);
+        io.stdout?.removeListener('finish', finish);
+        resolve();
+      };
+      const onExit = () => finish();
+      listeners.add(onOutput);
+      const waiters = this.exitWaiters.get(containerId) ?? new Set();
+      this.exitWaiters.set(containerId, waiters);
+      waiters.add(onExit);
+      if (opts.stdin) {
+        io.stdin?.on('data', onStdin);
+        io.stdin?.on('end', onStdinEnd);
+      }
+      io.onResize((size) =>
+        this.client?.notify('Resize', { containerId, execId: 0, rows: size.height, cols: size.width }),
+      );
+      io.stdout?.once('close', finish);
+      io.stdout?.once('finish', finish);
+      this.client?.onClose(() => finish());
+      const info = this.lastKnown.get(containerId);
+      if (info?.status === ContainerStatus.EXITED) finish();
+    });
+  }
+
+  /**
+   * Relays `stream` to 127.0.0.1:port inside the guest (the pod network
+   * namespace). Resolves when both directions are closed.
+   */
+  portForward(port: number, stream: Duplex): Promise<void> {
+    const connId = this.nextConnId++;
+    return new Promise<void>((resolve, reject) => {
+      let localEnded = false;
+      const cleanup = () => {
+        this.ports.delete(connId);
+        stream.removeListener('data', onData);
+        stream.removeListener('end', onEnd);
+      };
+      const onData = (chunk: Buffer) => {
+        for (let i = 0; i < chunk.length; i += CHUNK) {
+          this.client?.notify('PortData', { connId, data: chunk.subarray(i, i + CHUNK) });
+        }
+      };
+      const onEnd = () => {
+        localEnded = true;
+        this.client?.notify('PortClose', { connId, error: '' });
+      };
+      this.ports.set(connId, {
+        onData: (data) => stream.write(data),
+        onClose: (error) => {
+          if (error !== '') stream.destroy(new Error(`port ${port} in the pod: ${error}`));
+          else stream.end();
+        },
+        onLost: (e) => stream.destroy(e),
+      });
+      stream.once('close', () => {
+        if (!localEnded) this.client?.notify('PortClose', { connId, error: 'the client went away' });
+        cleanup();
+        resolve();
+      });
+      void this.request('PortForward', { connId, port }).match(
+        () => {
+          stream.on('data', onData);
+          stream.once('end', onEnd);
+        },
+        (e) => {
+          cleanup();
+          stream.destroy();
+          reject(e);
+        },
+      );
+    });
+  }
+
+  /**
+   * Stops watching the VM (engine closed, or the pod is being stopped): the
+   * connection closes and no reconnect or "died" event follows. The VM keeps
+   * running unless the caller stops it.
+   */
+  detach(closeSinks: boolean): void {
+    this.detached = true;
+    if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this.client?.close();
+    this.client = null;
+    if (closeSinks) {
+      for (const sink of this.sinks.values()) sink.close();
+      this.sinks.clear();
+    }
+  }
+
+  private sendStdin(containerId: string, execId: number, chunk: Buffer, close: boolean): void {
+    if (chunk.length === 0) {
+      this.client?.notify('Stdin', { containerId, execId, data: chunk, close });
+      return;
+    }
+    for (let i = 0; i < chunk.length; i += CHUNK) {
+      const last = i + CHUNK >= chunk.length;
+      this.client?.notify('Stdin', { containerId, execId, data: chunk.subarray(i, i + CHUNK), close: close && last });
+    }
+  }
+
+  private subscribe(client: AgentClient): void {
+    client.on('Output', (o) => {
+      const stream = o.stream === Stream.STDERR ? 'stderr' : 'stdout';
+      this.sinks.get(o.containerId)?.write(stream, o.offset, o.data, o.time);
+      for (const l of this.outputListeners.get(o.containerId) ?? []) l(o.stream, o.data);
+    });
+    client.on('ContainerExited', (e) => {
+      this.lastKnown.set(e.container.id, e.container);
+      this.onExited(e.container);
+    });
+    client.on('ExecOutput', (e) => this.execs.get(e.execId)?.onOutput(e.stream, e.data));
+    client.on('ExecExited', (e) => this.execs.get(e.execId)?.onExit(e.exitCode));
+    client.on('PortData', (p) => this.ports.get(p.connId)?.onData(p.data));
+    client.on('PortClose', (p) => this.ports.get(p.connId)?.onClose(p.error));
+    client.on('AgentLog', (l) => {
+      const fields = { agent: true };
+      if (l.level >= LogLevel.ERROR) this.log.error(fields, l.message);
+      else if (l.level >= LogLevel.WARN) this.log.warn(fields, l.message);
+      else this.log.debug(fields, l.message);
+    });
+    client.onClose((reason) => this.onLost(client, reason));
+  }
+
+  private onExited(info: ContainerInfo): void {
+    this.sinks.get(info.id)?.flushPartial(info.finishedAt);
+    for (const w of [...(this.exitWaiters.get(info.id) ?? [])]) w(info);
+    const st = containerStatus(info);
+    this.deps.emit({
+      type: 'container-exited',
+      containerId: info.id,
+      exitCode: st.exitCode,
+      finishedAt: st.finishedAt,
+      reason: st.reason,
+    });
+  }
+
+  private onLost(client: AgentClient, reason: HcrError): void {
+    if (this.client === client) this.client = null;
+    for (const w of [...this.execs.values()]) w.onLost(reason);
+    for (const w of [...this.ports.values()]) w.onLost(reason);
+    this.execs.clear();
+    this.ports.clear();
+    if (this.detached) return;
+    if (!this.alive) {
+      this.vmDied();
+      return;
+    }
+    this.log.warn({ err: reason.message }, 'agent connection lost while the VM runs; reconnecting');
+    this.scheduleReconnect(1);
+  }
+
+  /** The VM is gone on its own: everything in it died with it. */
+  private vmDied(): void {
+    for (const [id, info] of this.lastKnown) {
+      if (info.status !== ContainerStatus.EXITED) {
+        const dead = {
+          ...info,
+          status: ContainerStatus.EXITED,
+          exitCode: 255,
+          finishedAt: BigInt(Date.now()) * 1_000_000n,
+        };
+        this.lastKnown.set(id, dead);
+        this.onExited(dead);
+      }
+    }
+    const message = `the VM of pod ${this.record.id} exited; console:\n${consoleTail(this.handle.consoleLog)}`;
+    this.log.error({}, message);
+    this.deps.emit({ type: 'sandbox-died', sandboxId: this.record.id, message });
+  }
+
+  private scheduleReconnect(attempt: number): void {
+    if (this.detached || this.reconnectTimer !== null) return;
+    this.reconnectTimer = setTimeout(
+      () => {
+        this.reconnectTimer = null;
+        if (this.detached || this.connected) return;
+        void this.connect(10_000).match(
+          () => this.log.info({ attempt }, 'agent connection re-established'),
+          (e) => {
+            this.log.warn({ attempt, err: e.message }, 'agent reconnect failed');
+            if (this.alive) this.scheduleReconnect(attempt + 1);
+            else if (!this.detached) this.vmDied();
+          },
+        );
+      },
+      Math.min(30_000, 500 * 2 ** Math.min(attempt, 6)),
+    );
+  }
+}

@@ -1,0 +1,209 @@
+/**
+ * One hyper pod (one VM under TCG) through the container lifecycle: busybox
+ * from the local registry, root filesystem over 9p, CRI logs, exit codes,
+ * exec and execSync (the guest kernel, not the host's), attach, stats,
+ * resource updates, and a leak-free teardown.
+ */
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { release } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { parseCriLogLine, type ContainerRef, type SandboxRef, type StreamIO } from '@hcr/core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { HyperEngine } from '../src/engine.js';
+import { BUSYBOX, closeHarness, eventually, Harness, ok } from './helpers.js';
+
+function logText(path: string): string {
+  return readFileSync(path, 'utf8')
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => {
+      const r = parseCriLogLine(l);
+      if (r === null) throw new Error(`not a CRI log line: ${l}`);
+      return `${r.stream}:${r.content}${r.partial ? '' : '\\n'}`;
+    })
+    .join('');
+}
+
+function io(opts: { stdin?: PassThrough; tty?: boolean } = {}) {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  stdout.on('data', (d: Buffer) => out.push(d));
+  stderr.on('data', (d: Buffer) => err.push(d));
+  const streams: StreamIO = {
+    stdin: opts.stdin ?? null,
+    stdout,
+    stderr,
+    tty: opts.tty ?? false,
+    onResize: () => undefined,
+  };
+  return { streams, out: () => Buffer.concat(out).toString(), err: () => Buffer.concat(err).toString() };
+}
+
+describe('hyper engine: container lifecycle in one pod VM', () => {
+  let h: Harness;
+  let engine: HyperEngine;
+  let pod: SandboxRef;
+  let logDir: string;
+
+  beforeAll(async () => {
+    h = await Harness.open();
+    engine = await h.engine();
+    logDir = mkdtempSync(join(h.dir, 'logs-'));
+    await h.image(BUSYBOX);
+    const t0 = performance.now();
+    pod = await h.sandbox();
+    const created = await ok(engine.createSandbox(pod));
+    console.log(`hyper: pod VM up in ${(performance.now() - t0).toFixed(0)} ms`, created.engineData);
+    pod = { ...pod, engineData: created.engineData };
+  });
+
+  afterAll(async () => {
+    if (engine !== undefined) {
+      await ok(engine.stopSandbox(pod, 0));
+      await h.dropNetwork(pod);
+      await ok(engine.removeSandbox(pod));
+      await engine.close();
+      expect(await h.leaks()).toEqual([]);
+    }
+    await closeHarness(h);
+  });
+
+  const start = async (c: ContainerRef) => {
+    await ok(engine.createContainer(c));
+    await ok(engine.startContainer(c));
+    return c;
+  };
+  const exited = (c: ContainerRef) =>
+    eventually(
+      async () => {
+        const st = await ok(engine.containerStatus(c));
+        return st.state === 'exited' ? st : null;
+      },
+      60_000,
+      `container ${c.spec.metadata.name} to exit`,
+    );
+
+  it('runs a container from a busybox rootfs over 9p: logs and exit code', async () => {
+    const c = await h.container(
+      pod,
+      BUSYBOX,
+      { command: ['sh', '-c', 'echo out-line; echo err-line >&2; printf partial; exit 3'] },
+      join(logDir, 'first.log'),
+    );
+    await ok(engine.createContainer(c));
+    expect((await ok(engine.containerStatus(c))).state).toBe('created');
+    await ok(engine.startContainer(c));
+    const st = await exited(c);
+    expect(st.exitCode).toBe(3);
+    expect(st.reason).toBe('Error');
+    expect(st.finishedAt).toBeGreaterThanOrEqual(st.startedAt);
+    const text = logText(join(logDir, 'first.log'));
+    expect(text).toContain('stdout:out-line\\n');
+    expect(text).toContain('stderr:err-line\\n');
+    expect(text).toContain('stdout:partial');
+    expect(h.events).toContainEqual(
+      expect.objectContaining({ type: 'container-exited', containerId: c.id, exitCode: 3 }),
+    );
+    await ok(engine.removeContainer(c));
+    await ok(engine.removeContainer(c)); // idempotent
+  });
+
+  it('applies env, working dir, user and the pod files', async () => {
+    const c = await start(
+      await h.container(
+        pod,
+        BUSYBOX,
+        {
+          command: ['sh', '-c', 'echo "$GREETING $(id -u):$(id -g) $(pwd) $(hostname)"; cat /etc/hosts'],
+          envs: [{ key: 'GREETING', value: 'hi' }],
+          workingDir: '/tmp/work',
+          linux: {
+            resources: (await h.container(pod, BUSYBOX)).spec.linux.resources,
+            security: { ...(await h.container(pod, BUSYBOX)).spec.linux.security, runAsUsername: 'nobody' },
+          },
+        },
+        join(logDir, 'env.log'),
+      ),
+    );
+    const st = await exited(c);
+    expect(st.exitCode).toBe(0);
+    const text = logText(join(logDir, 'env.log'));
+    expect(text).toContain(`stdout:hi 65534:65534 /tmp/work ${pod.spec.hostname}\\n`);
+    expect(text).toContain(pod.network.ips[0]);
+    await ok(engine.removeContainer(c));
+  });
+
+  it('execs in a running container: the guest kernel, exit codes, streams, stdin', async () => {
+    const c = await start(await h.container(pod, BUSYBOX, { command: ['sleep', '3600'] }));
+    const uname = await ok(engine.execSync(c, ['uname', '-r'], 30));
+    expect(uname.exitCode).toBe(0);
+    const guestKernel = uname.stdout.toString().trim();
+    expect(guestKernel).not.toBe(release());
+    expect(guestKernel).toMatch(/^\d+\.\d+/);
+    const fail = await ok(engine.execSync(c, ['sh', '-c', 'echo to-err >&2; exit 7'], 30));
+    expect(fail.exitCode).toBe(7);
+    expect(fail.stderr.toString()).toBe('to-err\n');
+    const missing = await engine.execSync(c, ['/no/such/binary'], 30);
+    expect(missing.isErr()).toBe(true);
+    const slow = await engine.execSync(c, ['sleep', '30'], 1);
+    expect(slow.isErr() && slow.error.code).toBe('DeadlineExceeded');
+
+    const stdin = new PassThrough();
+    const s = io({ stdin });
+    const running = engine.exec(c, ['sh', '-c', 'tr a-z A-Z; echo done >&2'], s.streams);
+    stdin.end('shout\n');
+    expect((await ok(running)).exitCode).toBe(0);
+    expect(s.out()).toBe('SHOUT\n');
+    expect(s.err()).toBe('done\n');
+
+    const t = io({ tty: true });
+    expect((await ok(engine.exec(c, ['sh', '-c', 'tty; echo $TERM'], t.streams))).exitCode).toBe(0);
+    expect(t.out()).toMatch(/\/dev\/pts\/\d+/);
+
+    const stats = await ok(engine.containerStats(c));
+    expect(stats.memoryUsageBytes).toBeGreaterThan(0);
+    expect(stats.cpuUsageCoreNanoSeconds).toBeGreaterThan(0n);
+    const podStats = await ok(engine.sandboxStats(pod, [c]));
+    expect(podStats.processes).toBeGreaterThan(0);
+
+    const before = Date.now();
+    await ok(engine.stopContainer(c, 1)); // sleep as PID 1 ignores SIGTERM: SIGKILL after 1 s
+    expect(Date.now() - before).toBeGreaterThanOrEqual(900);
+    const st = await ok(engine.containerStatus(c));
+    expect(st.state).toBe('exited');
+    expect(st.exitCode).toBe(137);
+    await ok(engine.stopContainer(c, 1)); // idempotent
+    await ok(engine.removeContainer(c));
+  });
+
+  it('updates resources inside the guest and attaches to a container', async () => {
+    const c = await start(
+      await h.container(pod, BUSYBOX, {
+        command: ['sh', '-c', 'while read line; do echo "got $line"; done'],
+        stdin: true,
+      }),
+    );
+    await ok(
+      engine.updateContainerResources(c, {
+        ...c.spec.linux.resources,
+        memoryLimitInBytes: 64 * 1024 * 1024,
+        cpuQuota: 50_000,
+        cpuPeriod: 100_000,
+      }),
+    );
+    const limits = await ok(engine.execSync(c, ['cat', '/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/cpu.max'], 30));
+    expect(limits.stdout.toString()).toBe(`${64 * 1024 * 1024}\n50000 100000\n`);
+
+    const stdin = new PassThrough();
+    const a = io({ stdin });
+    const attached = engine.attach(c, a.streams);
+    stdin.write('ping\n');
+    await eventually(async () => (a.out().includes('got ping') ? true : null), 30_000, 'attach output');
+    await ok(engine.stopContainer(c, 0));
+    await ok(attached);
+    await ok(engine.removeContainer(c));
+  });
+});
