@@ -54,6 +54,8 @@ import { containerCreateOptions, dockerResources, sandboxCreateOptions, type Doc
 import * as streams from './streams.js';
 import { parseRfc3339Nano } from './time.js';
 
+/** How many reported exits are remembered to drop a repeated report. */
+const REPORTED_EXITS_KEPT = 4096;
 /** How long createSandbox waits for pause to enter the pod network namespace. */
 const NETNS_JOIN_TIMEOUT_MS = 5_000;
 
@@ -110,6 +112,8 @@ export class DockerEngine implements RuntimeEngine {
   private markRecovered!: () => void;
   private cgroupMounts: ReturnType<typeof parseCgroupMounts> | null = null;
   private host: Promise<HostFacts> | null = null;
+  /** Exits already reported, as `<docker id>@<finished at>`. */
+  private readonly reported = new Set<string>();
   private closed = false;
 
   /** Use {@link createDockerEngine}; the constructor starts following dockerd's events. */
@@ -555,32 +559,43 @@ export class DockerEngine implements RuntimeEngine {
   private async onDockerEvent(event: DockerContainerEvent): Promise<void> {
     if (event.action !== 'die') return;
     const a = event.attributes;
-    await match(a[Label.kind])
-      .with('container', async () => {
-        const containerId = a[Label.containerId];
+    const kind = a[Label.kind];
+    const containerId = a[Label.containerId];
+    if (kind === 'container' && containerId !== undefined) await this.awaitLogs(containerId);
+    const info = await this.inspectOrNull(event.dockerId).catch(() => null);
+    const status = info === null ? null : toContainerStatus(info);
+    const finishedAt = status !== null && status.finishedAt > 0n ? status.finishedAt : event.timeNano;
+    // An exit can arrive twice: replayed by dockerd after a reconnect and found by the gap reconciliation.
+    if (!this.firstReport(`${event.dockerId}@${finishedAt}`)) return;
+    const exitCode = status?.exitCode ?? Number(a['exitCode'] ?? 255);
+    match(kind)
+      .with('container', () => {
         if (containerId === undefined) return;
-        await this.awaitLogs(containerId);
-        const info = await this.inspectOrNull(event.dockerId).catch(() => null);
-        const status = info === null ? null : toContainerStatus(info);
-        const exitCode = status?.exitCode ?? Number(a['exitCode'] ?? 255);
         this.emit({
           type: 'container-exited',
           containerId,
           exitCode,
-          finishedAt: status !== null && status.finishedAt > 0n ? status.finishedAt : event.timeNano,
+          finishedAt,
           reason: status?.reason ?? (exitCode === 0 ? 'Completed' : 'Error'),
         });
       })
-      .with('sandbox', async () => {
+      .with('sandbox', () => {
         const sandboxId = a[Label.sandboxId];
         if (sandboxId === undefined) return;
-        this.emit({
-          type: 'sandbox-died',
-          sandboxId,
-          message: `infra container exited with code ${a['exitCode'] ?? '?'}`,
-        });
+        this.emit({ type: 'sandbox-died', sandboxId, message: `infra container exited with code ${exitCode}` });
       })
-      .otherwise(async () => undefined);
+      .otherwise(() => undefined);
+  }
+
+  /** True the first time `key` is seen (remembers the most recent exits only). */
+  private firstReport(key: string): boolean {
+    if (this.reported.has(key)) return false;
+    this.reported.add(key);
+    if (this.reported.size > REPORTED_EXITS_KEPT) {
+      const oldest = this.reported.values().next().value;
+      if (oldest !== undefined) this.reported.delete(oldest);
+    }
+    return true;
   }
 
   private async onConnected(gapSince: Nanos | null): Promise<void> {
