@@ -52,20 +52,27 @@ export interface SpdyHandlerOptions {
  *
  * Every Kubernetes client (client-go over moby/spdystream: kubectl, crictl, the
  * API server) uses SPDY as a bare stream multiplexer, which spdy-transport —
- * written for SPDY as HTTP transport — does not accept out of the box:
+ * written for SPDY as an HTTP transport — does not serve out of the box:
  *
  * 1. Their SYN_STREAMs carry only `streamtype`/`port`/`requestid`, no `:method`
  *    or `:path`; spdy-transport's parser rejects such a frame and kills the
- *    connection. We default the two headers before the parser checks them.
- * 2. spdystream implements no flow control: it never sends WINDOW_UPDATE (nor
- *    SETTINGS), relying on TCP alone. spdy-transport would stop every stream
- *    after the initial 64 KiB window. For such a peer the send window is
- *    refilled as the socket drains, so backpressure is TCP's, as with kubelet;
- *    and since such a peer ignores our receive window too, the socket is paused
- *    while a backend does not keep up with what the client sends.
+ *    connection. The two headers are defaulted before the parser checks them.
+ * 2. spdystream has no flow control: it never sends WINDOW_UPDATE (nor
+ *    SETTINGS) and relies on TCP alone. spdy-transport would stall every stream
+ *    after the initial 64 KiB window, so for such a peer the send window is
+ *    refilled whenever the socket drains: backpressure is TCP's, as with
+ *    kubelet. Such a peer also ignores our receive window, so the socket is
+ *    paused while a backend does not keep up with what the client sends; this
+ *    needs our own socket-to-parser feed, as a pipe would resume the socket.
+ *    A peer that sends SETTINGS or WINDOW_UPDATE (spdy-transport itself, for
+ *    one) gets standard SPDY/3.1 flow control instead.
+ * 3. Replies are compressed asynchronously and spdy-transport's end() drops
+ *    frames the socket has not taken yet, so closing waits for pending replies
+ *    and moves every queued frame into the socket itself.
  *
- * A peer that does send SETTINGS or WINDOW_UPDATE (spdy-transport itself, for
- * one) gets standard SPDY/3.1 flow control.
+ * This touches spdy-transport 3.0.0 internals (`_spdyState` of the connection
+ * and streams, the parser's onSynHeadFrame/parseKVs); 3.0.0 is its last
+ * release, and the streaming tests' spdystream-like client exercises each point.
  */
 export class SpdySession {
   /** Settles when the underlying byte stream is closed. */
@@ -202,11 +209,6 @@ export class SpdySession {
       endSocket(this.socket);
     }
     await this.closed;
-  }
-
-  /** Drops the connection at once. */
-  destroy(): void {
-    this.socket.destroy();
   }
 
   /** Nobody reads `stream` any more: stop holding the client back, drop what it still sends. */
@@ -509,7 +511,9 @@ export async function serveSpdyPortForward(
     if (pair.data !== undefined && pair.error !== undefined) {
       clearTimeout(pair.timer);
       pending.delete(requestId);
-      const forward = forwardPair(session, request, port, pair.data, pair.error, backend, logger);
+      // The data stream's port counts, as in kubelet.
+      const dataPort = parsePort(headerValue(pair.data.headers, StreamHeader.Port)) ?? port;
+      const forward = forwardPair(session, request, dataPort, pair.data, pair.error, backend, logger);
       forwards.add(forward);
       void forward.finally(() => forwards.delete(forward));
     }
