@@ -54,6 +54,7 @@ state_dir = "/var/lib/hcr"
 runtime_dir = "/run/hcr"
 log_level = "info"            # debug | info | warn | error
 max_message_bytes = 16777216  # gRPC message size limit, both directions
+plugins = []                  # out-of-tree engines: npm packages (or paths) exporting an EngineRegistration
 
 [streaming]                   # exec / attach / port-forward URLs
 address = "127.0.0.1"
@@ -106,9 +107,6 @@ kind = "unikernel"
 # server = "http://127.0.0.1:5000"   # replace the host itself (air-gapped: never contact it)
 # [registries."127.0.0.1:5000"]
 # insecure = true
-
-# Out-of-tree engines: npm packages whose default export is an EngineRegistration.
-plugins = []
 `;
 
 type Table = Record<string, unknown>;
