@@ -1,7 +1,7 @@
 // The streaming server's URLs and tokens, its handling of bad or vanishing
 // clients, and TLS.
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -287,7 +287,25 @@ describe('TLS', () => {
     expect(ws.channel(1).toString()).toBe('secure\n');
   });
 
-  it('reports unreadable key material as InvalidArgument', async () => {
+  it('also takes the PEM text itself', async () => {
+    const { cert, key, ca } = await selfSignedCert(dir);
+    const server = await started({ tls: { cert: await readFile(cert, 'utf8'), key: await readFile(key, 'utf8') } });
+    const ws = await WsChannelClient.connect(execUrl(server, ['echo', 'inline']), ['v5.channel.k8s.io'], {
+      tls: { ca },
+    });
+    await ws.closed;
+    expect(ws.channel(1).toString()).toBe('inline\n');
+  });
+
+  it('reports unreadable or unusable key material as InvalidArgument', async () => {
+    const garbage = new StreamingServer(
+      { tls: { cert: '-----BEGIN CERTIFICATE-----\nxx', key: '-----BEGIN PRIVATE KEY-----\nyy' } },
+      backend,
+    );
+    await expect(garbage.start()).rejects.toMatchObject({
+      code: 'InvalidArgument',
+      message: expect.stringContaining('not usable'),
+    });
     const server = new StreamingServer({ tls: { cert: join(dir, 'nope.crt'), key: join(dir, 'nope.key') } }, backend);
     await expect(server.start()).rejects.toMatchObject({
       code: 'InvalidArgument',

@@ -27,7 +27,7 @@ export interface StreamingServerOptions {
   readonly port?: number | undefined;
   /** Host written into URLs; required when `address` is a wildcard (0.0.0.0, ::). */
   readonly advertiseAddress?: string | undefined;
-  /** PEM files; when given the server speaks https and URLs say so. */
+  /** PEM file paths (or the PEM text itself); when given the server speaks https and URLs say so. */
   readonly tls?: { readonly cert: string; readonly key: string } | undefined;
   /** How long a URL stays valid; default 60 s, as kubelet. */
   readonly tokenTtlMs?: number | undefined;
@@ -226,17 +226,14 @@ export class StreamingServer {
     let cert: Buffer;
     let key: Buffer;
     try {
-      [cert, key] = await Promise.all([readFile(tls.cert), readFile(tls.key)]);
+      [cert, key] = await Promise.all([pem(tls.cert), pem(tls.key)]);
     } catch (e) {
       throw errors.invalidArgument(`cannot read the streaming TLS certificate or key: ${message(e)}`, 'tls');
     }
     try {
       return https.createServer({ cert, key });
     } catch (e) {
-      throw errors.invalidArgument(
-        `the streaming TLS certificate ${tls.cert} or key ${tls.key} is not usable: ${message(e)}`,
-        'tls',
-      );
+      throw errors.invalidArgument(`the streaming TLS certificate or key is not usable: ${message(e)}`, 'tls');
     }
   }
 
@@ -443,6 +440,11 @@ function wsPorts(request: PortForwardRequest, url: URL): { ports: readonly numbe
   }
   if (ports.length === 0) return { status: 400, message: 'query parameter "port" is required' };
   return { ports };
+}
+
+/** PEM text given inline, or read from the file it names. */
+async function pem(value: string): Promise<Buffer> {
+  return value.trimStart().startsWith('-----BEGIN ') ? Buffer.from(value) : readFile(value);
 }
 
 function isWildcard(address: string): boolean {
