@@ -17,15 +17,6 @@ export const gvisorConfigFields = [
       'kvm needs a usable /dev/kvm, systrap exists from runsc 2023 on.',
   },
   {
-    key: 'network',
-    type: 'string',
-    default: 'host',
-    description:
-      '"host": the sandbox uses the host kernel network stack inside the pod network namespace HCR made (port-forward ' +
-      'works). "sandbox": gVisor\'s own network stack takes over the pod interfaces; older runsc refuses it on ' +
-      'kernels that namespace net.core.rmem_default, and port-forward is then unavailable.',
-  },
-  {
     key: 'root',
     type: 'string',
     default: '',
@@ -72,14 +63,3 @@ export const gvisorConfigSchema = fieldSchema(gvisorConfigFields);
 
 /** Parsed config of a gvisor engine instance. */
 export type GvisorEngineConfig = ConfigOf<typeof gvisorConfigFields>;
-
-/** The network modes this engine knows how to run a pod with. */
-export const NETWORK_MODES = ['host', 'sandbox'] as const;
-
-/** One of {@link NETWORK_MODES}. */
-export type NetworkMode = (typeof NETWORK_MODES)[number];
-
-/** Narrows the free-form `network` key; the error names the accepted values. */
-export function parseNetworkMode(value: string): NetworkMode | null {
-  return (NETWORK_MODES as readonly string[]).includes(value) ? (value as NetworkMode) : null;
-}

@@ -31,10 +31,10 @@ import {
 } from '@hcr/core';
 import { ResultAsync } from 'neverthrow';
 import { match } from 'ts-pattern';
-import { parseNetworkMode, type GvisorEngineConfig, type NetworkMode } from './config.js';
+import type { GvisorEngineConfig } from './config.js';
 import { diskUsage, netnsCounters, overlayUpperDir, waitRunscGone } from './host.js';
 import { closeFds, LogPump, makeFifos, openFifoWriters } from './logs.js';
-import { CriAnnotation } from './oci.js';
+import { CriAnnotation, type OciProcess, type OciSpec } from './oci.js';
 import { installPauseRootfs } from './pause.js';
 import {
   RecordFile,
@@ -110,7 +110,6 @@ export class GvisorEngine implements RuntimeEngine {
     private readonly config: GvisorEngineConfig,
     private readonly context: EngineContext,
     private readonly runsc: Runsc,
-    private readonly network: NetworkMode,
     private readonly records: Records,
     private readonly pauseRootfs: string,
     probe: Probe,
@@ -127,8 +126,8 @@ export class GvisorEngine implements RuntimeEngine {
       execSync: true,
       attach: false,
       attachStdin: false,
-      // The pod's loopback is the host kernel's only when gVisor uses the host network stack.
-      portForward: network === 'host',
+      // To the pod's IP: gVisor's network stack keeps the pod's loopback to itself (see portForward).
+      portForward: true,
       tty: false,
       hostPathMounts: true,
       updateResources: false,
@@ -145,13 +144,6 @@ export class GvisorEngine implements RuntimeEngine {
    * itself unready (with the reason) rather than no engine at all.
    */
   static async open(config: GvisorEngineConfig, context: EngineContext): Promise<GvisorEngine> {
-    const network = parseNetworkMode(config.network);
-    if (network === null) {
-      throw errors.invalidArgument(
-        `network must be "host" or "sandbox", got ${JSON.stringify(config.network)}`,
-        'network',
-      );
-    }
     if (!/^[a-z0-9_-]+$/.test(config.platform)) {
       throw errors.invalidArgument(`platform ${JSON.stringify(config.platform)} is not a platform name`, 'platform');
     }
@@ -161,14 +153,14 @@ export class GvisorEngine implements RuntimeEngine {
       binary: config.runsc,
       root,
       platform: config.platform,
-      network,
+      network: 'sandbox',
       debugLogDir: config.debugLogDir,
       timeoutMs: config.commandTimeoutMs,
     });
     const pauseRootfs = await installPauseRootfs(join(context.runtimeDir, 'pause'));
     const records = new Records(context.runtimeDir);
     const probe = await runProbe(config, context.runtimeDir);
-    const engine = new GvisorEngine(config, context, runsc, network, records, pauseRootfs, probe);
+    const engine = new GvisorEngine(config, context, runsc, records, pauseRootfs, probe);
     if (!probe.ok) engine.log.warn({ reason: probe.reason, err: probe.message }, 'runsc is not usable; engine unready');
     await engine.resumeFollowing();
     return engine;
@@ -187,7 +179,8 @@ export class GvisorEngine implements RuntimeEngine {
         info: {
           runsc: probe.version,
           platform: this.config.platform,
-          network: this.network,
+          network: 'sandbox (gVisor network stack)',
+          netSysctlMask: String(this.runsc.masksNetSysctls),
           root: this.runsc.globalArgs()[0]!.slice('--root='.length),
         },
       };
@@ -219,8 +212,7 @@ export class GvisorEngine implements RuntimeEngine {
       await this.records.put(dir, RecordFile.bundle, spec.value);
       try {
         await this.runsc.create(sandbox.id, dir, join(dir, 'runsc-create.log'));
-        const started = await this.runsc.start(sandbox.id);
-        if (started.code !== 0) throw runscError(`start sandbox ${sandbox.id}`, started.stderr, started);
+        await this.runsc.startSandbox(sandbox.id);
       } catch (e) {
         await this.destroySandbox(sandbox.id).catch((ce: unknown) =>
           this.log.error({ podSandboxId: sandbox.id, err: String(ce) }, 'cleanup of a failed sandbox failed'),
@@ -271,7 +263,6 @@ export class GvisorEngine implements RuntimeEngine {
           runscStatus: state?.status ?? 'absent',
           sandboxPid: state?.pid ?? 0,
           platform: this.config.platform,
-          network: this.network,
           cgroupsPath: meta?.cgroupsPath ?? '',
         },
       };
@@ -418,9 +409,10 @@ export class GvisorEngine implements RuntimeEngine {
   // ------------------------------------------------------------------ streams
 
   execSync(container: ContainerRef, cmd: readonly string[], timeoutSeconds: number): EngineResult<ExecSyncResult> {
-    return this.run(`exec in container ${container.id}`, () =>
+    return this.run(`exec in container ${container.id}`, async () =>
       streams.execSync(this.runsc, container.id, cmd, timeoutSeconds, {
         dir: this.records.containerDir(container.id),
+        process: await this.containerProcess(container.id),
         maxBytes: this.config.execSyncMaxOutputBytes,
       }),
     );
@@ -431,6 +423,7 @@ export class GvisorEngine implements RuntimeEngine {
       if (io.tty) throw errors.unsupported(this.name, 'tty', `engine "${this.name}" does not support a TTY for exec`);
       const exitCode = await streams.runExec(this.runsc, container.id, cmd, io, {
         dir: this.records.containerDir(container.id),
+        process: await this.containerProcess(container.id),
       });
       return { exitCode };
     });
@@ -443,16 +436,18 @@ export class GvisorEngine implements RuntimeEngine {
     });
   }
 
+  /**
+   * Forwards to the pod's primary IP from the node. gVisor's network stack
+   * owns the pod's interfaces and loopback inside the sandbox, so unlike a
+   * runc pod there is no host-side loopback to enter: a server listening
+   * only on 127.0.0.1 inside the pod cannot be reached, one on the pod IP
+   * (or all addresses) can.
+   */
   portForward(sandbox: SandboxRef, port: number, stream: Duplex): EngineResult<void> {
     return this.run(`port-forward to port ${port} of pod ${sandbox.id}`, async () => {
-      if (!this.capabilities.portForward || sandbox.network.netnsPath === null) {
-        throw errors.unsupported(
-          this.name,
-          'portForward',
-          `engine "${this.name}" cannot forward ports with network = "${this.network}" (gVisor's own network stack has the pod's loopback)`,
-        );
-      }
-      await streams.portForward(sandbox.network.netnsPath, port, stream);
+      const ip = sandbox.network.ips[0];
+      if (ip === undefined) throw errors.failedPrecondition(`pod ${sandbox.id} has no IP to forward to`);
+      await streams.portForward(ip, port, stream);
     });
   }
 
@@ -546,6 +541,13 @@ export class GvisorEngine implements RuntimeEngine {
     const meta = await this.records.get<ContainerMeta>(this.records.containerDir(id), RecordFile.meta);
     if (meta === null) throw errors.notFound(`engine "${this.name}" has no container ${id}`);
     return meta;
+  }
+
+  /** The process section of a container's bundle, the template of its execs. */
+  private async containerProcess(id: string): Promise<OciProcess> {
+    const spec = await this.records.get<OciSpec>(this.records.containerDir(id), RecordFile.bundle);
+    if (spec === null) throw errors.notFound(`engine "${this.name}" has no bundle for container ${id}`);
+    return spec.process;
   }
 
   private async reprobe(): Promise<Probe> {
@@ -793,7 +795,7 @@ async function runProbe(config: GvisorEngineConfig, runtimeDir: string): Promise
     binary: config.runsc,
     root,
     platform: config.platform,
-    network: 'none' as NetworkMode,
+    network: 'none',
     debugLogDir: '',
     timeoutMs: config.probeTimeoutMs,
   });

@@ -3,13 +3,7 @@ import { gvisorConfigSchema, type GvisorEngineConfig } from './config.js';
 import { createGvisorEngine } from './engine.js';
 
 export { GvisorEngine, createGvisorEngine } from './engine.js';
-export {
-  gvisorConfigFields,
-  gvisorConfigSchema,
-  NETWORK_MODES,
-  type GvisorEngineConfig,
-  type NetworkMode,
-} from './config.js';
+export { gvisorConfigFields, gvisorConfigSchema, type GvisorEngineConfig } from './config.js';
 export { pauseProgram } from './pause.js';
 
 /**

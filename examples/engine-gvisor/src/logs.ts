@@ -1,58 +1,39 @@
-import { execFile } from 'node:child_process';
-import { close, constants, open } from 'node:fs';
-import { stat } from 'node:fs/promises';
-import { Socket } from 'node:net';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { CriLogWriter, errors, type LogStream } from '@hcr/core';
-
-const execFileP = promisify(execFile);
-const openP = promisify(open);
-const closeP = promisify(close);
+import type { Socket } from 'node:net';
+import { CriLogWriter, type LogStream } from '@hcr/core';
+import { closeFd, makeFifo, openFifoReader, openFifoWriter } from './fifo.js';
 
 /** The two FIFOs a container writes its output into, in its engine directory. */
 export function fifoPaths(dir: string): Record<LogStream, string> {
   return { stdout: join(dir, 'stdout.fifo'), stderr: join(dir, 'stderr.fifo') };
 }
 
-/** Creates the container's stdout/stderr FIFOs (idempotent). Node has no mkfifo, so coreutils' does it. */
+/** Creates the container's stdout/stderr FIFOs (idempotent). */
 export async function makeFifos(dir: string): Promise<void> {
-  for (const path of Object.values(fifoPaths(dir))) {
-    const st = await stat(path).catch(() => null);
-    if (st?.isFIFO() === true) continue;
-    await execFileP('mkfifo', ['-m', '0600', path]).catch((e: unknown) => {
-      throw errors.internal(`cannot create log FIFO ${path}: ${e instanceof Error ? e.message : String(e)}`, e);
-    });
-  }
+  const paths = fifoPaths(dir);
+  await makeFifo(paths.stdout);
+  await makeFifo(paths.stderr);
 }
 
 /**
- * Opens the write side of the FIFOs for `runsc start` to hand to the container.
- *
- * They are opened read-write on purpose: a FIFO writer whose reader is gone
- * gets EPIPE, so a container would lose its output (or die of SIGPIPE) every
- * time HCR restarts. A read-write descriptor counts as a reader too, so while
- * HCR is away the container's writes only wait once the pipe buffer is full,
- * and a restarted engine reads on from where the last one stopped. The caller
- * closes the returned descriptors once runsc has them. (libuv opens every file
- * close-on-exec, so no other child process inherits a writer, which would keep
- * the log from ever reaching end-of-file.)
+ * Opens the write side of the FIFOs for `runsc start` to hand to the
+ * container (read-write, see {@link openFifoWriter}: the container survives an
+ * HCR restart with its output intact). The caller closes them once runsc has them.
  */
 export async function openFifoWriters(dir: string): Promise<Record<LogStream, number>> {
   const paths = fifoPaths(dir);
-  const stdout = await openP(paths.stdout, constants.O_RDWR);
+  const stdout = await openFifoWriter(paths.stdout);
   try {
-    const stderr = await openP(paths.stderr, constants.O_RDWR);
-    return { stdout, stderr };
+    return { stdout, stderr: await openFifoWriter(paths.stderr) };
   } catch (e) {
-    await closeP(stdout);
+    await closeFd(stdout);
     throw e;
   }
 }
 
 /** Closes descriptors from {@link openFifoWriters}. */
 export async function closeFds(fds: Record<LogStream, number>): Promise<void> {
-  await Promise.all([closeP(fds.stdout), closeP(fds.stderr)]);
+  await Promise.all([closeFd(fds.stdout), closeFd(fds.stderr)]);
 }
 
 /** How much of stderr the pump remembers, to explain a failed start. */
@@ -73,11 +54,11 @@ export class LogPump {
   private stderrTail = Buffer.alloc(0);
   private closed = false;
 
-  private constructor(logPath: string, fds: Record<LogStream, number>) {
+  private constructor(logPath: string, readers: Record<LogStream, Socket>) {
     this.writer = logPath === '' ? null : new CriLogWriter(logPath);
     const ends: Promise<void>[] = [];
     for (const stream of ['stdout', 'stderr'] as const) {
-      const socket = new Socket({ fd: fds[stream], readable: true, writable: false });
+      const socket = readers[stream];
       this.sockets.push(socket);
       socket.on('data', (chunk: Buffer) => this.write(stream, chunk));
       ends.push(
@@ -94,17 +75,16 @@ export class LogPump {
   /** Starts copying from the FIFOs in `dir` to `logPath` ('' = discard). */
   static async open(dir: string, logPath: string): Promise<LogPump> {
     const paths = fifoPaths(dir);
-    // Non-blocking: opening a FIFO for reading would otherwise wait for a writer.
-    const flags = constants.O_RDONLY | constants.O_NONBLOCK;
-    const stdout = await openP(paths.stdout, flags);
-    let stderr: number;
+    const stdout = await openFifoReader(paths.stdout);
+    let stderr: Socket | null = null;
     try {
-      stderr = await openP(paths.stderr, flags);
+      stderr = await openFifoReader(paths.stderr);
+      return new LogPump(logPath, { stdout, stderr });
     } catch (e) {
-      await closeP(stdout);
+      stdout.destroy();
+      stderr?.destroy();
       throw e;
     }
-    return new LogPump(logPath, { stdout, stderr });
   }
 
   /** Resolves true once both streams ended (all output is in the log), false after `timeoutMs`. */

@@ -2,7 +2,6 @@ import { spawn, type StdioOptions } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { errors, type HcrError } from '@hcr/core';
-import type { NetworkMode } from './config.js';
 
 /** How every runsc command of one engine is invoked. */
 export interface RunscOptions {
@@ -10,7 +9,8 @@ export interface RunscOptions {
   /** State directory (`--root`). */
   readonly root: string;
   readonly platform: string;
-  readonly network: NetworkMode;
+  /** `sandbox` (gVisor's own network stack in the pod's namespace) for pods, `none` for the probe. */
+  readonly network: 'sandbox' | 'none';
   /** Debug log directory, or '' for none. */
   readonly debugLogDir: string;
   /** Bound on one command. */
@@ -55,7 +55,15 @@ export interface RunscStats {
  * right class.
  */
 export class Runsc {
+  /** Set once `runsc start` was seen to need {@link ROOT_NETNS_WORKAROUND}; later sandboxes use it at once. */
+  private maskNetSysctls = false;
+
   constructor(private readonly opts: RunscOptions) {}
+
+  /** Whether sandboxes are started with the /proc/sys/net mask (see {@link startSandbox}). */
+  get masksNetSysctls(): boolean {
+    return this.maskNetSysctls;
+  }
 
   /** The global flags in front of every subcommand. */
   globalArgs(): string[] {
@@ -75,11 +83,18 @@ export class Runsc {
   /** Runs `runsc <global flags> <args>` and resolves with whatever it did; rejects only if it cannot run at all. */
   run(
     args: readonly string[],
-    options: { stdio?: StdioOptions; timeoutMs?: number; detached?: boolean; cwd?: string } = {},
+    options: {
+      stdio?: StdioOptions;
+      timeoutMs?: number;
+      detached?: boolean;
+      cwd?: string;
+      wrap?: readonly string[];
+    } = {},
   ): Promise<RunscOutcome> {
     const timeoutMs = options.timeoutMs ?? this.opts.timeoutMs;
+    const argv = [...(options.wrap ?? []), this.opts.binary, ...this.globalArgs(), ...args];
     return new Promise<RunscOutcome>((resolve, reject) => {
-      const child = spawn(this.opts.binary, [...this.globalArgs(), ...args], {
+      const child = spawn(argv[0]!, argv.slice(1), {
         stdio: options.stdio ?? ['ignore', 'pipe', 'pipe'],
         detached: options.detached ?? false,
         ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
@@ -161,6 +176,30 @@ export class Runsc {
     return this.run(['start', id], { stdio, detached: true });
   }
 
+  /**
+   * `runsc start` of a sandbox, which is when runsc moves the pod's
+   * interfaces from its network namespace into gVisor's network stack.
+   *
+   * runsc before 2023 first checks that the namespace is not the host's by
+   * testing whether /proc/sys/net/core/rmem_default exists — a file only the
+   * initial namespace had until Linux 6.x namespaced it — so on a current
+   * kernel it refuses every pod ("cannot run with network enabled in root
+   * network namespace"). When it does, the start is repeated with that check
+   * blinded: in a private mount namespace, with an empty tmpfs over
+   * /proc/sys/net for the runsc start process alone (the sandbox itself is
+   * already running and is not affected). Newer runsc never gets here.
+   */
+  async startSandbox(id: string): Promise<void> {
+    if (!this.maskNetSysctls) {
+      const r = await this.run(['start', id], { detached: true });
+      if (r.code === 0) return;
+      if (!ROOT_NETNS_BUG.test(r.stderr)) throw runscError(`start sandbox ${id}`, r.stderr, r);
+      this.maskNetSysctls = true;
+    }
+    const r = await this.run(['start', id], { detached: true, wrap: ROOT_NETNS_WORKAROUND });
+    if (r.code !== 0) throw runscError(`start sandbox ${id}`, r.stderr, r);
+  }
+
   /** `runsc kill`; resolves false when there was nothing to signal (stopped or absent). */
   async kill(id: string, signal: string, options: { all?: boolean; pid?: number } = {}): Promise<boolean> {
     const r = await this.run([
@@ -206,6 +245,26 @@ export class Runsc {
   }
 }
 
+/** runsc's refusal that {@link Runsc.startSandbox} works around. */
+const ROOT_NETNS_BUG = /cannot run with network enabled in root network namespace/;
+
+/**
+ * The command runsc start is wrapped in when runsc mistakes the pod's network
+ * namespace for the host's: a private mount namespace where /proc/sys/net is
+ * an empty, read-only tmpfs. The runsc command line follows as `"$@"`, so no
+ * argument is ever parsed by the shell.
+ */
+const ROOT_NETNS_WORKAROUND: readonly string[] = [
+  'unshare',
+  '--mount',
+  '--propagation=private',
+  '--',
+  'sh',
+  '-c',
+  'mount -t tmpfs -o ro,size=4k,mode=0555 hcr-gvisor-netmask /proc/sys/net && exec "$@"',
+  'sh',
+];
+
 /** True when runsc's message says the container does not exist. */
 export function isNotFound(stderr: string): boolean {
   return /loading container[^:]*: (file does not exist|no such file or directory)|container .* does not exist|no container with id/i.test(
@@ -227,12 +286,6 @@ export function runscMessage(stderr: string): string {
 export function runscError(what: string, stderr: string, r: Pick<RunscOutcome, 'code' | 'signal'>): HcrError {
   const message = runscMessage(stderr) || `exit ${r.code ?? r.signal ?? '?'} without a message`;
   if (isNotFound(stderr)) return errors.notFound(`runsc ${what}: ${message}`);
-  if (/cannot run with network enabled in root network namespace/.test(message)) {
-    return errors.failedPrecondition(
-      `runsc ${what}: ${message} — this runsc cannot use its own network stack on this kernel ` +
-        '(it mistakes every namespace for the root one); set network = "host" in the engine config',
-    );
-  }
   return errors.internal(`runsc ${what}: ${message}`);
 }
 

@@ -100,7 +100,7 @@ export function sandboxOciSpec(sandbox: SandboxRef, opts: SandboxSpecOptions): R
     ociVersion: OCI_VERSION,
     process: {
       terminal: false,
-      // The pause program needs nothing: the nobody-like id Kubernetes uses for pause, no capabilities.
+      // The pause program needs nothing: the id Kubernetes runs pause as, no capabilities.
       user: { uid: 65535, gid: 65535 },
       args: [PAUSE_PATH],
       env: [],

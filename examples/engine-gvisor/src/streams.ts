@@ -1,9 +1,14 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFile, rm } from 'node:fs/promises';
+import { once } from 'node:events';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { Writable, type Duplex, type Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { errors, type ExecSyncResult } from '@hcr/core';
+import { closeFd, makeFifo, openFifoReader, openFifoWriter } from './fifo.js';
+import type { OciProcess } from './oci.js';
 import { runscMessage, type Runsc } from './runsc.js';
 
 /** The streams of one exec; null streams are not connected. */
@@ -17,6 +22,12 @@ export interface ExecStreams {
 export interface ExecOptions {
   /** Directory for the exec's pid file (the container's engine directory). */
   readonly dir: string;
+  /**
+   * The container's own process (from its bundle): an exec runs as the same
+   * user, with the same environment, working directory and capabilities, as
+   * `docker exec` and containerd do. Plain `runsc exec` would run as root.
+   */
+  readonly process: OciProcess;
   /** Aborting kills the exec'd process inside the sandbox and rejects with DeadlineExceeded. */
   readonly signal?: AbortSignal;
   readonly timeoutMessage?: string;
@@ -31,7 +42,8 @@ const OUTPUT_GRACE_MS = 2_000;
  * also exits 128 when it cannot start the process at all, so the engine asks
  * for `--internal-pid-file`: the file exists exactly when the process
  * started, which tells an application's 128 from runsc's failure. That pid
- * is also what a timeout kills.
+ * is also what a timeout kills. stderr goes through a FIFO (see fifo.ts), so
+ * that runsc's own error message survives a failed start.
  */
 export async function runExec(
   runsc: Runsc,
@@ -41,25 +53,42 @@ export async function runExec(
   opts: ExecOptions,
 ): Promise<number> {
   if (cmd.length === 0) throw errors.invalidArgument('exec needs a command', 'cmd');
-  const pidFile = join(opts.dir, `exec-${randomBytes(6).toString('hex')}.pid`);
-  const child = spawn(
-    runsc.binary,
-    [...runsc.globalArgs(), 'exec', `--internal-pid-file=${pidFile}`, containerId, ...cmd],
-    {
-      stdio: ['pipe', 'pipe', 'pipe'],
-    },
-  );
+  const base = join(opts.dir, `exec-${randomBytes(6).toString('hex')}`);
+  const pidFile = `${base}.pid`;
+  const stderrFifo = `${base}.stderr`;
+  const processFile = `${base}.process.json`;
+  await writeFile(processFile, JSON.stringify({ ...opts.process, terminal: false, args: cmd }), { mode: 0o600 });
+  await makeFifo(stderrFifo);
+  const writer = await openFifoWriter(stderrFifo);
+  let stderr: Socket;
+  let child: ChildProcessByStdio<Writable, Readable, null>;
+  try {
+    stderr = await openFifoReader(stderrFifo);
+    // Node's typings have no overload for a descriptor in the stdio tuple; the shape is the one asked for.
+    const args = ['exec', `--internal-pid-file=${pidFile}`, `--process=${processFile}`, containerId];
+    child = spawn(runsc.binary, [...runsc.globalArgs(), ...args], {
+      stdio: ['pipe', 'pipe', writer],
+    }) as ChildProcessByStdio<Writable, Readable, null>;
+  } finally {
+    await closeFd(writer);
+  }
   let stderrTail = '';
-  child.stderr.on('data', (d: Buffer) => {
+  stderr.on('data', (d: Buffer) => {
     stderrTail = (stderrTail + d.toString('utf8')).slice(-4096);
+    if (io.stderr !== null && !io.stderr.write(d)) {
+      stderr.pause();
+      io.stderr.once('drain', () => stderr.resume());
+    }
+  });
+  const stderrEnded = new Promise<void>((resolve) => {
+    stderr.once('end', resolve);
+    stderr.once('close', () => resolve());
   });
   child.stdin.on('error', () => undefined); // the process may exit without reading its input
   if (io.stdin !== null) io.stdin.pipe(child.stdin);
   else child.stdin.end(); // no stdin: the process reads end-of-file, as from /dev/null
   if (io.stdout !== null) child.stdout.pipe(io.stdout, { end: false });
   else child.stdout.resume();
-  if (io.stderr !== null) child.stderr.pipe(io.stderr, { end: false });
-  else child.stderr.resume();
 
   let timedOut = false;
   const onAbort = (): void => {
@@ -72,20 +101,14 @@ export async function runExec(
   try {
     const code = await new Promise<number | null>((resolve, reject) => {
       child.once('error', (e) => reject(errors.unavailable(`cannot run runsc exec: ${e.message}`, e)));
-      child.once('exit', (exitCode, sig) => {
-        const done = (): void => resolve(exitCode ?? (sig === null ? null : 128));
-        if (child.stdout.readableEnded && child.stderr.readableEnded) return done();
-        const timer = setTimeout(() => {
-          child.stdout.destroy();
-          child.stderr.destroy();
-          done();
-        }, OUTPUT_GRACE_MS);
-        child.once('close', () => {
-          clearTimeout(timer);
-          done();
-        });
-      });
+      child.once('exit', (exitCode) => resolve(exitCode));
     });
+    // Output may trail the exit a little; a background child still holding it is not waited for long.
+    const drained = await Promise.race([
+      Promise.all([stderrEnded, child.stdout.readableEnded ? null : once(child.stdout, 'end')]).then(() => true),
+      sleep(OUTPUT_GRACE_MS).then(() => false),
+    ]);
+    if (!drained) child.stdout.destroy();
     if (timedOut) {
       throw errors.deadlineExceeded(opts.timeoutMessage ?? `exec ${JSON.stringify(cmd[0])} timed out`);
     }
@@ -103,7 +126,8 @@ export async function runExec(
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
     if (io.stdin !== null) io.stdin.unpipe(child.stdin);
-    await rm(pidFile, { force: true });
+    stderr.destroy();
+    await Promise.all([pidFile, stderrFifo, processFile].map((f) => rm(f, { force: true })));
   }
 }
 
@@ -137,7 +161,7 @@ export async function execSync(
   containerId: string,
   cmd: readonly string[],
   timeoutSeconds: number,
-  opts: { dir: string; maxBytes: number },
+  opts: { dir: string; process: OciProcess; maxBytes: number },
 ): Promise<ExecSyncResult> {
   const out = new Capture(opts.maxBytes);
   const errOut = new Capture(opts.maxBytes);
@@ -151,6 +175,7 @@ export async function execSync(
       { stdin: null, stdout: out.stream, stderr: errOut.stream },
       {
         dir: opts.dir,
+        process: opts.process,
         signal: controller.signal,
         timeoutMessage: `command ${JSON.stringify(cmd[0])} in container ${containerId} did not finish within ${timeoutSeconds} s`,
       },
@@ -162,52 +187,38 @@ export async function execSync(
 }
 
 /**
- * Connects `stream` to TCP `127.0.0.1:port` inside the pod network namespace.
- * In network mode "host" the gVisor sandbox's sockets are host sockets in
- * that namespace, so a helper that enters it reaches the pod's loopback (Node
- * cannot enter a namespace itself). Resolves when the connection is over.
+ * Connects `stream` to TCP `ip:port` (the pod's IP, reached from the node
+ * like any pod IP) and resolves when the connection is over. Half-closes are
+ * passed on, so a request ended by the client still gets its whole answer.
  */
-export function portForward(netnsPath: string, port: number, stream: Duplex): Promise<void> {
+export function portForward(ip: string, port: number, stream: Duplex): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    // -t: keep passing one direction for a while after the other reached EOF (a half-closed request may
-    // still get a long answer); the helper is killed as soon as the client's stream closes.
-    const child = spawn('nsenter', [`--net=${netnsPath}`, '--', 'socat', '-t', '3600', '-', `TCP4:127.0.0.1:${port}`], {
-      stdio: ['pipe', 'pipe', 'pipe'],
+    const socket = connect({ host: ip, port, allowHalfOpen: true });
+    let connected = false;
+    socket.once('connect', () => {
+      connected = true;
+      stream.pipe(socket);
+      socket.pipe(stream);
     });
-    let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      if (stderr.length < 4096) stderr += d;
+    socket.once('error', (e: NodeJS.ErrnoException) => {
+      if (connected) return; // the stream side sees the close
+      reject(
+        e.code === 'ECONNREFUSED'
+          ? errors.unavailable(
+              `nothing listens on port ${port} of the pod (${ip}); a server bound to 127.0.0.1 alone is not reachable, ` +
+                "since gVisor's network stack keeps the pod loopback inside the sandbox",
+              e,
+            )
+          : errors.unavailable(`cannot connect to port ${port} of the pod (${ip}): ${e.message}`, e),
+      );
     });
-    stream.pipe(child.stdin);
-    child.stdout.pipe(stream);
-    child.stdin.on('error', () => undefined);
-    const kill = (): void => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    socket.once('close', () => {
+      if (connected) resolve();
+    });
+    const hangUp = (): void => {
+      socket.destroy();
     };
-    stream.once('close', kill);
-    stream.once('error', kill);
-    child.once('error', (e: NodeJS.ErrnoException) => {
-      reject(
-        errors.failedPrecondition(
-          e.code === 'ENOENT'
-            ? 'port-forward needs nsenter (Debian package util-linux) on the host'
-            : `cannot start the port-forward helper: ${e.message}`,
-        ),
-      );
-    });
-    child.once('close', (code, sig) => {
-      stream.off('close', kill);
-      stream.off('error', kill);
-      if (code === 0 || sig === 'SIGKILL') return resolve();
-      const text = stderr.trim().split('\n').pop() ?? '';
-      if (/socat/.test(text) && /No such file|not found/.test(text)) {
-        return reject(errors.failedPrecondition('port-forward needs socat on the host (Debian package socat)'));
-      }
-      reject(
-        errors.unavailable(
-          `port-forward to port ${port} in the pod network failed (exit ${code ?? '?'}): ${text.replace(/^.*? E /, '') || 'no message'}`,
-        ),
-      );
-    });
+    stream.once('close', hangUp);
+    stream.once('error', hangUp);
   });
 }
