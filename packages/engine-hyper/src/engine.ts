@@ -163,29 +163,39 @@ export class HyperEngine implements RuntimeEngine {
     };
   }
 
-  /** Finds the VMs of earlier HCR runs and reconnects to their agents; output they buffered is replayed. */
+  /**
+   * Finds the VMs of earlier HCR runs and reconnects to their agents (all at
+   * once: one unresponsive VM must not hold up the others); output they
+   * buffered meanwhile is replayed into the CRI logs.
+   */
   private async recover(): Promise<void> {
-    for (const rec of this.state.listSandboxes()) {
-      const handle = await unwrap(this.driver.reconnect(rec.vmDir));
-      if (handle === null) {
-        this.log.warn({ podSandboxId: rec.id }, 'the VM of a known pod is gone; it stays until the pod is removed');
-        continue;
-      }
-      const pod = new PodVm(rec, handle, this.podDeps());
-      for (const c of this.state.listContainers(rec.id)) {
-        pod.sinks.set(c.id, new LogSink(c.id, c.logPath, this.state, this.log));
-      }
-      this.pods.set(rec.id, pod);
-      const hello = await pod.connect(Math.min(this.config.bootTimeoutMs, 15_000));
-      if (hello.isErr()) {
-        this.log.warn({ podSandboxId: rec.id, err: hello.error.message }, 'cannot reach the agent of a running VM');
-      } else {
-        this.log.info(
-          { podSandboxId: rec.id, vmPid: handle.pid, containers: hello.value.containers.length },
-          'reattached to a running pod VM',
-        );
-      }
+    await Promise.all(this.state.listSandboxes().map((rec) => this.reattach(rec)));
+  }
+
+  private async reattach(rec: SandboxRecord): Promise<void> {
+    const handle = await unwrap(this.driver.reconnect(rec.vmDir));
+    if (handle === null) {
+      this.log.warn({ podSandboxId: rec.id }, 'the VM of a known pod is gone; it stays until the pod is removed');
+      return;
     }
+    const pod = new PodVm(rec, handle, this.podDeps());
+    for (const c of this.state.listContainers(rec.id)) {
+      pod.sinks.set(c.id, new LogSink(c.id, c.logPath, this.state, this.log));
+    }
+    this.pods.set(rec.id, pod);
+    const hello = await pod.connect(Math.min(this.config.bootTimeoutMs, 15_000));
+    if (hello.isErr()) {
+      this.log.warn(
+        { podSandboxId: rec.id, err: hello.error.message },
+        'cannot reach the agent of a running VM yet; retrying in the background',
+      );
+      pod.reconnectLater();
+      return;
+    }
+    this.log.info(
+      { podSandboxId: rec.id, vmPid: handle.pid, containers: hello.value.containers.length },
+      'reattached to a running pod VM',
+    );
   }
 
   health(): EngineResult<EngineHealth> {
@@ -365,6 +375,7 @@ export class HyperEngine implements RuntimeEngine {
       const record = this.state.getSandbox(sandbox.id);
       if (record === null) return;
       const pod = this.pods.get(sandbox.id);
+      pod?.beginStop();
       if (pod !== undefined && pod.connected) {
         const running = (await unwrap(pod.listContainers())).filter((c) => c.status === ContainerStatus.RUNNING);
         await Promise.all(running.map((c) => this.stopInPod(pod, c.id, gracePeriodSeconds).catch(() => undefined)));

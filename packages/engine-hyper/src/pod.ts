@@ -80,6 +80,8 @@ export class PodVm {
   private reconnectTimer: NodeJS.Timeout | null = null;
   /** Set when HCR stops watching (engine closed, pod stopped): no reconnects, no died event. */
   private detached = false;
+  /** Set while the pod is being stopped: the VM going away is expected. */
+  private stopping = false;
   private readonly log: Logger;
 
   constructor(
@@ -120,6 +122,8 @@ export class PodVm {
           return hello;
         })
         .mapErr((e) => {
+          // Not a lost connection but a failed greeting: the caller decides whether to retry.
+          this.client = null;
           client.close();
           return e;
         });
@@ -352,18 +356,25 @@ export class PodVm {
         localEnded = true;
         this.client?.notify('PortClose', { connId, error: '' });
       };
+      let lost: HcrError | null = null;
       this.ports.set(connId, {
         onData: (data) => stream.write(data),
         onClose: (error) => {
           if (error !== '') stream.destroy(new Error(`port ${port} in the pod: ${error}`));
           else stream.end();
         },
-        onLost: (e) => stream.destroy(e),
+        onLost: (e) => {
+          lost = e;
+          stream.destroy(e);
+        },
       });
+      // Errors of the stream end this call (below); they must not also surface as unhandled.
+      stream.on('error', () => undefined);
       stream.once('close', () => {
         if (!localEnded) this.client?.notify('PortClose', { connId, error: 'the client went away' });
         cleanup();
-        resolve();
+        if (lost !== null) reject(lost);
+        else resolve();
       });
       void this.request('PortForward', { connId, port }).match(
         () => {
@@ -371,12 +382,23 @@ export class PodVm {
           stream.once('end', onEnd);
         },
         (e) => {
+          // The caller keeps its stream: it answers the client with the error.
           cleanup();
-          stream.destroy();
+          stream.removeAllListeners('close');
           reject(e);
         },
       );
     });
+  }
+
+  /** Keeps trying to connect in the background (the agent did not answer at engine start). */
+  reconnectLater(): void {
+    this.scheduleReconnect(1);
+  }
+
+  /** Marks the VM's end as expected (StopPodSandbox): no reconnect, no "died" event. */
+  beginStop(): void {
+    this.stopping = true;
   }
 
   /**
@@ -444,12 +466,14 @@ export class PodVm {
   }
 
   private onLost(client: AgentClient, reason: HcrError): void {
-    if (this.client === client) this.client = null;
+    // Only the current, greeted connection matters; a failed greeting is its caller's business.
+    if (this.client !== client) return;
+    this.client = null;
     for (const w of [...this.execs.values()]) w.onLost(reason);
     for (const w of [...this.ports.values()]) w.onLost(reason);
     this.execs.clear();
     this.ports.clear();
-    if (this.detached) return;
+    if (this.detached || this.stopping) return;
     if (!this.alive) {
       this.vmDied();
       return;

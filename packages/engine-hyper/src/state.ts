@@ -3,7 +3,7 @@
  * HCR finds its VMs and containers again (and removes orphans by id alone).
  * Every file is written to a temporary name and renamed into place.
  */
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Accel } from './vm/driver.js';
 import type { Process } from './protocol/wire.gen.js';
@@ -109,7 +109,9 @@ export class EngineState {
       .filter((r): r is ContainerRecord => r !== null && (sandboxId === undefined || r.sandboxId === sandboxId));
   }
 
+  /** Saves a log cursor; a container already removed keeps no files (a late writer must not bring them back). */
   putLogCursor(id: string, c: LogCursorRecord): void {
+    if (!existsSync(join(this.containerDir(id), 'record.json'))) return;
     writeAtomic(join(this.containerDir(id), 'log-cursor.json'), c);
   }
 

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   CniNetworkManager,
+  emptyResources,
   OciImageService,
   silentLogger,
   writePodFiles,
@@ -22,7 +23,6 @@ import {
   type SandboxRef,
   type SandboxSpec,
 } from '@hcr/core';
-import { containerSpec, podSpec } from '@hcr/core/testing';
 import { HyperEngine } from '../src/engine.js';
 import { run } from '../src/host/run.js';
 import { hyperConfigSchema, type HyperConfigTable } from '../src/config.js';
@@ -37,6 +37,82 @@ export const HTTPD = `${REGISTRY}/hcr-test/httpd:latest`;
 export function bootKernel(): string {
   const vmlinux = join(ASSETS, 'vmlinux');
   return existsSync(vmlinux) ? vmlinux : join(ASSETS, 'vmlinuz');
+}
+
+/**
+ * A pod spec for tests. (@hcr/core/testing has the same builders, but it
+ * loads vitest, which the crash-test child process cannot.)
+ */
+export function podSpec(overrides: Partial<SandboxSpec> & { name?: string } = {}): SandboxSpec {
+  const { name, ...rest } = overrides;
+  const podName = name ?? `pod-${randomBytes(4).toString('hex')}`;
+  return {
+    metadata: { name: podName, uid: randomBytes(8).toString('hex'), namespace: 'hcr-test', attempt: 0 },
+    hostname: podName,
+    logDirectory: '',
+    dns: null,
+    portMappings: [],
+    labels: {},
+    annotations: {},
+    runtimeHandler: '',
+    linux: {
+      cgroupParent: '',
+      sysctls: {},
+      namespaces: { network: 'pod', pid: 'container', ipc: 'pod', targetId: '' },
+      privileged: false,
+      runAsUser: null,
+      runAsGroup: null,
+      supplementalGroups: [],
+      readonlyRootfs: false,
+      seccomp: null,
+      overhead: null,
+      resources: null,
+    },
+    ...rest,
+  };
+}
+
+/** A container spec for tests (see {@link podSpec}). */
+export function containerSpec(
+  image: string,
+  overrides: Partial<ContainerSpec> & { name?: string } = {},
+): ContainerSpec {
+  const { name, ...rest } = overrides;
+  return {
+    metadata: { name: name ?? `c-${randomBytes(4).toString('hex')}`, attempt: 0 },
+    image,
+    command: [],
+    args: [],
+    workingDir: '',
+    envs: [],
+    mounts: [],
+    devices: [],
+    labels: {},
+    annotations: {},
+    logPath: '',
+    stdin: false,
+    stdinOnce: false,
+    tty: false,
+    linux: {
+      resources: emptyResources,
+      security: {
+        privileged: false,
+        capabilities: { add: [], drop: [] },
+        namespaces: { network: 'pod', pid: 'container', ipc: 'pod', targetId: '' },
+        runAsUser: null,
+        runAsUsername: '',
+        runAsGroup: null,
+        supplementalGroups: [],
+        readonlyRootfs: false,
+        noNewPrivs: false,
+        maskedPaths: [],
+        readonlyPaths: [],
+        seccomp: null,
+        apparmor: null,
+      },
+    },
+    ...rest,
+  };
 }
 
 /** Unwraps a result, throwing its error (tests want the message). */
@@ -85,7 +161,11 @@ export class Harness {
 
   /** A fresh work dir under /tmp (short paths: QEMU's sockets must fit in 107 bytes). */
   static async open(): Promise<Harness> {
-    const dir = mkdtempSync(join(tmpdir(), 'hcr-hy-'));
+    return Harness.at(mkdtempSync(join(tmpdir(), 'hcr-hy-')));
+  }
+
+  /** A harness over an existing work dir (another process's, e.g. one that was killed). */
+  static async at(dir: string): Promise<Harness> {
     const images = await ok(OciImageService.open({ root: join(dir, 'images'), logger: silentLogger }));
     return new Harness(dir, images);
   }
