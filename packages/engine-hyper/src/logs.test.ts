@@ -4,7 +4,24 @@ import { join } from 'node:path';
 import { parseCriLogLine, silentLogger, type LogStream } from '@hcr/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LogSink } from './logs.js';
+import type { Process } from './protocol/wire.gen.js';
 import { EngineState } from './state.js';
+
+const process: Process = {
+  args: ['true'],
+  env: [],
+  cwd: '/',
+  uid: 0,
+  gid: 0,
+  additionalGids: [],
+  tty: false,
+  stdin: false,
+  rows: 0,
+  cols: 0,
+  noNewPrivileges: false,
+  capabilities: [],
+  username: '',
+};
 
 interface Rec {
   readonly stream: LogStream;
@@ -49,7 +66,10 @@ describe('LogSink', () => {
   const setup = () => {
     const dir = mkdtempSync(join(tmpdir(), 'hcr-logsink-'));
     dirs.push(dir);
-    return { state: new EngineState(join(dir, 'state')), log: join(dir, 'c.log') };
+    const state = new EngineState(join(dir, 'state'));
+    // Cursors are kept only for containers the engine has a record of.
+    state.putContainer({ id: 'c', sandboxId: 's', logPath: '', stdin: false, stdinOnce: false, tty: false, process });
+    return { state, log: join(dir, 'c.log') };
   };
 
   const chunks: [LogStream, string][] = [
@@ -96,6 +116,15 @@ describe('LogSink', () => {
     for (const r of replay(recs, c.resumeOffset())) c.write(r.stream, r.offset, r.data, 3n);
     c.close();
     expect(readBack(log)).toEqual(expected);
+  });
+
+  it('keeps no cursor for a removed container', () => {
+    const { state, log } = setup();
+    const sink = new LogSink('c', log, state, silentLogger);
+    state.deleteContainer('c');
+    sink.write('stdout', 0n, Buffer.from('late\n'), 1n);
+    sink.close();
+    expect(state.getLogCursor('c')).toBeNull();
   });
 
   it('notes a gap and keeps going when the agent dropped output', () => {
