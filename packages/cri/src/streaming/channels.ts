@@ -142,11 +142,6 @@ export class Throttle {
   release(key: object): void {
     if (this.congested.delete(key) && this.congested.size === 0) this.resumeTransport();
   }
-
-  /** True while some channel is congested. */
-  get active(): boolean {
-    return this.congested.size > 0;
-  }
 }
 
 /**
