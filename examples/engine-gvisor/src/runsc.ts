@@ -216,10 +216,26 @@ export class Runsc {
     throw runscError(`signal ${signal} to ${id}`, r.stderr, r);
   }
 
-  /** `runsc delete --force`: kills what still runs and removes runsc's state; absent containers are fine. */
+  /**
+   * Removes a container's runsc state, killing it first if it runs; absent
+   * containers are fine. `--force` asks the sandbox to stop the container,
+   * which fails once the sandbox itself is gone (a stopped pod), so a stopped
+   * container is deleted without it.
+   */
   async delete(id: string): Promise<void> {
-    const r = await this.run(['delete', '--force', id]);
-    if (r.code !== 0 && !isNotFound(r.stderr)) throw runscError(`delete ${id}`, r.stderr, r);
+    const state = await this.state(id);
+    if (state === null) return;
+    const r = await this.run(state.status === 'stopped' ? ['delete', id] : ['delete', '--force', id]);
+    if (r.code === 0 || isNotFound(r.stderr)) return;
+    // It may have stopped (or its sandbox died) between the two commands.
+    const again = await this.state(id);
+    if (again === null) return;
+    if (again.status === 'stopped' && state.status !== 'stopped') {
+      const retry = await this.run(['delete', id]);
+      if (retry.code === 0 || isNotFound(retry.stderr)) return;
+      throw runscError(`delete ${id}`, retry.stderr, retry);
+    }
+    throw runscError(`delete ${id}`, r.stderr, r);
   }
 
   /** `runsc events --stats`. */

@@ -218,6 +218,19 @@ describe('gvisor engine', () => {
     await ok(rt.removePodSandbox(pod));
   });
 
+  it('stops a pod with running and never-started containers, then removes it', async () => {
+    const pod = await newPod();
+    const running = await run(pod, { command: ['sleep', '3600'] });
+    const idle = await ok(rt.createContainer(pod, containerSpec(BUSYBOX, { command: ['true'] })));
+    await ok(rt.stopPodSandbox(pod));
+    expect((await ok(rt.podSandboxStatus(pod))).state).toBe('notready');
+    expect((await ok(rt.containerStatus(running))).record).toMatchObject({ exitCode: 143, reason: 'Error' });
+    expect((await ok(rt.containerStatus(idle))).state).toBe('exited');
+    // runsc can no longer reach the sandbox to stop these containers; removal must still converge.
+    await ok(rt.removePodSandbox(pod));
+    expect(await h.leaks()).toEqual([]);
+  });
+
   it('puts a pod with limits into a cgroup of its own and reports usage', async () => {
     const spec = podSpec();
     const limit = 256 * 1024 * 1024;
