@@ -51,6 +51,7 @@ import { DockerImageCache, PauseImage } from './images.js';
 import { Label, dockerName } from './labels.js';
 import { LogFollower, removeCursor } from './logs.js';
 import { containerCreateOptions, dockerResources, sandboxCreateOptions, type DockerLogOptions } from './spec.js';
+import { FrameSplitter } from './stdcopy.js';
 import * as streams from './streams.js';
 import { parseRfc3339Nano } from './time.js';
 
@@ -65,10 +66,12 @@ interface HostFacts {
   readonly canLowerOomScore: boolean;
 }
 
-/** What the engine remembers about a container's cgroup, found once per Docker container. */
+/** What the engine remembers about a container for stats, found once per Docker container. */
 interface StatsSource {
   readonly cgroup: CgroupLocation | null;
   readonly upperDir: string | null;
+  /** Host pid of its init process while running, else 0. */
+  readonly pid: number;
 }
 
 /**
@@ -237,8 +240,9 @@ export class DockerEngine implements RuntimeEngine {
       const info = await container.inspect();
       if (!info.State.Running) {
         const output = await this.tail(container);
+        const where = netnsPath === null ? '' : ` (pod network namespace ${netnsPath})`;
         throw errors.internal(
-          `infra container exited right after start (exit code ${info.State.ExitCode})${output === '' ? '' : `: ${output}`}`,
+          `infra container exited right after start${where}, exit code ${info.State.ExitCode}${output === '' ? '' : `: ${output}`}`,
         );
       }
       if (want === null) return info.State.Pid;
@@ -252,19 +256,18 @@ export class DockerEngine implements RuntimeEngine {
     }
   }
 
-  /** The last lines a container wrote (for error messages). */
+  /** The last lines a (non-TTY) container wrote, for error messages. */
   private async tail(container: Docker.Container): Promise<string> {
     const out = await container.logs({ stdout: true, stderr: true, follow: false, tail: 5 }).catch(() => null);
     if (out === null) return '';
-    // Non-TTY logs are multiplexed: strip the 8-byte frame headers.
-    const buf = Buffer.isBuffer(out) ? out : Buffer.from(String(out));
-    const parts: Buffer[] = [];
-    for (let i = 0; i + 8 <= buf.length;) {
-      const len = buf.readUInt32BE(i + 4);
-      parts.push(buf.subarray(i + 8, i + 8 + len));
-      i += 8 + len;
+    try {
+      const frames = new FrameSplitter().push(Buffer.isBuffer(out) ? out : Buffer.from(String(out)));
+      return Buffer.concat(frames.map((f) => f.payload))
+        .toString('utf8')
+        .trim();
+    } catch {
+      return '';
     }
-    return Buffer.concat(parts).toString('utf8').trim();
   }
 
   stopSandbox(sandbox: SandboxRef, gracePeriodSeconds: number): EngineResult<void> {
@@ -285,10 +288,13 @@ export class DockerEngine implements RuntimeEngine {
         apps.map(async (c) => {
           await this.removeForce(c.Id);
           const cid = c.Labels[Label.containerId];
-          if (cid !== undefined) await this.dropFollower(cid);
+          if (cid === undefined) return;
+          this.statsSources.delete(dockerName('container', cid));
+          await this.dropFollower(cid);
         }),
       );
       await Promise.all(members.filter((c) => c.Labels[Label.kind] === 'sandbox').map((c) => this.removeForce(c.Id)));
+      this.statsSources.delete(dockerName('sandbox', sandbox.id));
     });
   }
 
@@ -405,10 +411,8 @@ export class DockerEngine implements RuntimeEngine {
   removeContainer(c: ContainerRef): EngineResult<void> {
     return this.run(`remove container ${c.id}`, async () => {
       const info = await this.inspectOrNull(dockerName('container', c.id));
-      if (info !== null) {
-        await this.removeForce(info.Id);
-        this.statsSources.delete(info.Id);
-      }
+      if (info !== null) await this.removeForce(info.Id);
+      this.statsSources.delete(dockerName('container', c.id));
       await this.dropFollower(c.id);
       removeCursor(this.cursorFile(c.id));
     });
@@ -478,11 +482,8 @@ export class DockerEngine implements RuntimeEngine {
       );
       let network: SandboxStats['network'] = null;
       if (sandbox.network.netnsPath !== null) {
-        const pause = await this.inspectOrNull(names[0]!);
-        const text =
-          pause !== null && pause.State.Running
-            ? await readFile(`/proc/${pause.State.Pid}/net/dev`, 'utf8').catch(() => null)
-            : null;
+        const pause = await this.statsSource(names[0]!);
+        const text = pause.pid > 0 ? await readFile(`/proc/${pause.pid}/net/dev`, 'utf8').catch(() => null) : null;
         if (text !== null) network = parseNetDev(text);
       }
       return {
@@ -497,22 +498,30 @@ export class DockerEngine implements RuntimeEngine {
   }
 
   /**
-   * Where a container's cgroup files and writable layer are: found once from
-   * its init process (so any cgroup driver and v1/v2 layout works) and cached.
-   * A container that is not running has no cgroup to read.
+   * Where a container's cgroup files, writable layer and init process are:
+   * found with one inspect (the cgroup from its init process, so any cgroup
+   * driver and v1/v2 layout works) and cached, so steady-state stats need no
+   * call to dockerd. A cached cgroup that has gone away means the container
+   * stopped; one more inspect then records that.
    */
   private async statsSource(ref: string): Promise<StatsSource> {
+    const cached = this.statsSources.get(ref);
+    if (cached !== undefined && (cached.cgroup === null || (await cgroupExists(cached.cgroup)))) return cached;
     const info = await this.inspectOrNull(ref);
     if (info === null) throw errors.notFound(`container ${ref} does not exist in dockerd`);
-    const cached = this.statsSources.get(info.Id);
-    if (cached !== undefined && info.State.Running) return cached;
     const data = (info.GraphDriver.Data ?? {}) as Record<string, string | undefined>;
     const upperDir = data['UpperDir'] ?? null;
-    if (!info.State.Running || info.State.Pid <= 0) return { cgroup: null, upperDir };
-    this.cgroupMounts ??= parseCgroupMounts(await readFile('/proc/self/mountinfo', 'utf8'));
-    const proc = await readFile(`/proc/${info.State.Pid}/cgroup`, 'utf8').catch(() => null);
-    const source = { cgroup: proc === null ? null : locateCgroup(this.cgroupMounts, parseProcCgroup(proc)), upperDir };
-    if (source.cgroup !== null) this.statsSources.set(info.Id, source);
+    let source: StatsSource = { cgroup: null, upperDir, pid: 0 };
+    if (info.State.Running && info.State.Pid > 0) {
+      this.cgroupMounts ??= parseCgroupMounts(await readFile('/proc/self/mountinfo', 'utf8'));
+      const proc = await readFile(`/proc/${info.State.Pid}/cgroup`, 'utf8').catch(() => null);
+      const cgroup = proc === null ? null : locateCgroup(this.cgroupMounts, parseProcCgroup(proc));
+      source = { cgroup, upperDir, pid: info.State.Pid };
+      if (cgroup !== null) this.statsSources.set(ref, source);
+    } else if (toContainerStatus(info).state === 'exited') {
+      // CRI containers never restart: an exited one has nothing left to measure but its disk.
+      this.statsSources.set(ref, source);
+    }
     return source;
   }
 
@@ -816,6 +825,16 @@ export function toContainerStatus(info: Docker.ContainerInspectInfo): EngineCont
     reason,
     message: s.Error,
   };
+}
+
+/** Whether a cgroup found earlier still exists (it goes away when the container stops). */
+async function cgroupExists(loc: CgroupLocation): Promise<boolean> {
+  const dir = loc.version === 2 ? loc.dir : (loc.memory ?? loc.cpuacct ?? loc.pids);
+  if (dir === null) return false;
+  return access(dir).then(
+    () => true,
+    () => false,
+  );
 }
 
 function isNoSuchImage(e: unknown): boolean {

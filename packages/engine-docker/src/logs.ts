@@ -95,10 +95,9 @@ export interface LogFollowerOptions {
  *
  * dockerd keeps the output while HCR is away, so nothing is lost across an
  * HCR restart: a new follower resumes just after the last record time found
- * in the log (or the saved cursor, if the log was rotated meanwhile). Docker
- * ends a follow once the container has stopped and its log is read to the
- * end; {@link done} settles then, so whoever reports the container exited can
- * first wait for all its output to be in the file.
+ * in the log (or the saved cursor, if the log was rotated meanwhile).
+ * {@link done} settles once the container has stopped and all its output is
+ * in the file, so whoever reports the exit can wait for that first.
  */
 export class LogFollower {
   /** Settles when all output of the stopped container is in the file, or the follower was stopped. */
@@ -107,6 +106,8 @@ export class LogFollower {
   private cursor: Nanos;
   private stopped = false;
   private abort: AbortController | null = null;
+  /** Lets {@link run} go: copying starts only once the container was started. */
+  private readonly begin: () => void;
 
   /** Opens the log file (so an unwritable path fails here, before the container starts). */
   constructor(private readonly opts: LogFollowerOptions) {
@@ -117,8 +118,6 @@ export class LogFollower {
     this.done = started.then(() => this.run());
     this.begin = begin;
   }
-
-  private readonly begin: () => void;
 
   /** Starts copying (after the container was started). */
   start(): this {

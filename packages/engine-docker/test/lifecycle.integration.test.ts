@@ -140,7 +140,8 @@ describe('sandbox lifecycle', () => {
     writeFileSync(join(bogus.network.netnsPath, 'x'), '');
     const r = await te.engine.createSandbox(bogus);
     expect(r.isErr()).toBe(true);
-    if (r.isErr()) expect(r.error.message).toMatch(/infra container exited|setns|netns/);
+    if (r.isErr())
+      expect(r.error.message).toMatch(/infra container exited .*not-a-netns.*setns \/run\/hcr-netns: Invalid argument/);
     rmSync(bogus.network.netnsPath, { recursive: true });
   });
 });
