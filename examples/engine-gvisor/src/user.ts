@@ -76,11 +76,8 @@ export function parsePasswd(text: string): PasswdEntry[] {
   const out: PasswdEntry[] = [];
   for (const line of text.split('\n')) {
     const f = line.split(':');
-    if (f.length < 7 || line.startsWith('#')) continue;
-    const uid = Number(f[2]);
-    const gid = Number(f[3]);
-    if (!isId(f[2]!) || !isId(f[3]!)) continue;
-    out.push({ name: f[0]!, uid, gid, home: f[5]! });
+    if (f.length < 7 || line.startsWith('#') || !isId(f[2]!) || !isId(f[3]!)) continue;
+    out.push({ name: f[0]!, uid: Number(f[2]), gid: Number(f[3]), home: f[5]! });
   }
   return out;
 }

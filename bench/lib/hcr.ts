@@ -1,0 +1,147 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { criClient } from '../../packages/cri/src/client.js';
+import type { BenchNetwork } from './net.js';
+import { deleteBridge } from './net.js';
+import { rssKiB } from './machine.js';
+
+/** The local registry every bench image comes from. */
+export const REGISTRY = '127.0.0.1:5000';
+
+/** Engine kinds the bench knows how to drive. */
+export type EngineKind = 'docker' | 'hyper' | 'unikernel';
+
+/** Options of {@link startHcr}. */
+export interface HcrOptions {
+  readonly repoRoot: string;
+  /** Work dir (config, state, runtime, images, log); removed by {@link HcrShim.stop}. */
+  readonly dir: string;
+  readonly network: BenchNetwork;
+  readonly engines: readonly EngineKind[];
+  /** Extra keys per engine table. */
+  readonly engineOptions?: Partial<Record<EngineKind, Readonly<Record<string, string | number | boolean>>>>;
+  /** `info` is what a node runs with; it is the default so logging cost is measured, not hidden. */
+  readonly logLevel?: 'debug' | 'info' | 'warn';
+}
+
+/** A running `hcr serve` owned by the bench. */
+export interface HcrShim {
+  readonly socket: string;
+  readonly pid: number;
+  readonly logFile: string;
+  /** Engine instances that are configured but failed to start, with the reason (from Status). */
+  readonly failedEngines: Readonly<Record<string, string>>;
+  /** Resident set size of the shim process now (KiB). */
+  rssKiB(): number;
+  /** SIGTERM, wait, then remove its dirs and bridge (pods must be gone first). */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts HCR from the sources exactly as `hcr serve` runs on a node, with
+ * private state, runtime, image and CNI dirs under `dir`, one engine
+ * instance per kind (instance name = kind = runtime handler), and registry
+ * mirrors that send every pull to the local registry.
+ */
+export async function startHcr(o: HcrOptions): Promise<HcrShim> {
+  mkdirSync(o.dir, { recursive: true });
+  const socket = join(o.dir, 'hcr.sock');
+  const configPath = join(o.dir, 'config.toml');
+  const toml = (v: unknown) => JSON.stringify(v);
+  writeFileSync(
+    configPath,
+    [
+      `socket = ${toml(socket)}`,
+      `state_dir = ${toml(join(o.dir, 'state'))}`,
+      `runtime_dir = ${toml(join(o.dir, 'run'))}`,
+      `log_level = ${toml(o.logLevel ?? 'info')}`,
+      `plugins = []`,
+      `[cni]`,
+      `conf_dir = ${toml(o.network.confDir)}`,
+      `[images]`,
+      `root = ${toml(join(o.dir, 'images'))}`,
+      `[router]`,
+      `default_engine = "docker"`,
+      `defer_binding = false`,
+      ...(o.engines.includes('unikernel') ? [`unikernel_engine = "unikernel"`] : []),
+      ...o.engines.flatMap((e) => [
+        `[engines.${e}]`,
+        `kind = "${e}"`,
+        ...Object.entries(o.engineOptions?.[e] ?? {}).map(([k, v]) => `${k} = ${toml(v)}`),
+      ]),
+      ...o.engines.flatMap((e) => [`[runtimes.${e}]`, `engine = "${e}"`]),
+      ...['registry.k8s.io', 'gcr.io', 'docker.io'].flatMap((h) => [
+        `[registries.${toml(h)}]`,
+        `mirrors = [${toml(`http://${REGISTRY}`)}]`,
+        `server = ${toml(`http://${REGISTRY}`)}`,
+      ]),
+      '',
+    ].join('\n'),
+  );
+  const logFile = join(o.dir, 'hcr.log');
+  const fd = openSync(logFile, 'a');
+  let child: ChildProcess;
+  try {
+    child = spawn(
+      process.execPath,
+      [
+        '--conditions=hcr-source',
+        '--import',
+        'tsx',
+        join(o.repoRoot, 'packages/cri/src/bin.ts'),
+        'serve',
+        '--config',
+        configPath,
+      ],
+      { cwd: o.repoRoot, stdio: ['ignore', fd, fd], detached: false },
+    );
+  } finally {
+    closeSync(fd);
+  }
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const pid = child.pid ?? -1;
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    // `hcr serve` makes its netns dir a mount point (as `ip netns` does).
+    spawnSync('umount', ['--lazy', join(o.dir, 'run', 'netns')], { stdio: 'ignore' });
+    deleteBridge(o.network.bridge);
+    rmSync(o.dir, { recursive: true, force: true });
+  };
+  try {
+    const failedEngines = await waitReady(socket, child, logFile);
+    return { socket, pid, logFile, failedEngines, rssKiB: () => rssKiB(pid), stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
+/** Waits until the socket answers Status; returns the engines that failed to start. */
+async function waitReady(socket: string, child: ChildProcess, logFile: string): Promise<Record<string, string>> {
+  const deadline = Date.now() + 90_000;
+  const tail = () => readFileSync(logFile, 'utf8').split('\n').slice(-20).join('\n');
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`hcr serve exited (${child.exitCode ?? child.signalCode}) while starting:\n${tail()}`);
+    }
+    if (existsSync(socket)) {
+      const client = criClient(socket);
+      try {
+        const st = await client.call<{ info: Record<string, string> }>('runtime', 'Status', { verbose: true }, 5_000);
+        return JSON.parse(st.info['failedEngines'] ?? '{}') as Record<string, string>;
+      } catch {
+        // not serving yet
+      } finally {
+        client.close();
+      }
+    }
+    if (Date.now() > deadline) throw new Error(`hcr serve did not answer on ${socket} within 90 s:\n${tail()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -1,0 +1,184 @@
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { round, summarize, type Summary } from '../lib/stats.js';
+
+/** Where setup-assets.sh leaves the unikernel test binaries. */
+const UNIKERNEL_ASSETS = '/var/lib/hcr/assets/unikernel';
+/** Where setup-assets.sh points the hyper guest assets. */
+const HYPER_ASSETS = '/var/lib/hcr/assets/hyper/current';
+
+/** A raw (HCR-less) boot figure, or why it could not be taken. */
+export type RawBoot =
+  | { readonly measured: true; readonly what: string; readonly command: string; readonly boot: Summary }
+  | { readonly measured: false; readonly what: string; readonly reason: string };
+
+/**
+ * Unikernel limit: QEMU launched by hand exactly as the engine launches the
+ * hello unikernel (TCG, `pc`, 256 MiB, serial on stdio), timed from spawn to
+ * its first console byte. The command line gives no `exit=`, so the guest
+ * idles after printing and is killed once the byte arrived.
+ */
+export async function rawUnikernelBoot(runs: number): Promise<RawBoot> {
+  const what = 'QEMU spawn → first console byte (hello unikernel, TCG)';
+  const kernel = join(UNIKERNEL_ASSETS, 'hello.elf');
+  if (!existsSync(kernel)) {
+    return {
+      measured: false,
+      what,
+      reason: `${kernel} is missing; run packages/engine-unikernel/scripts/setup-assets.sh`,
+    };
+  }
+  const argv = [
+    '-M',
+    'pc',
+    '-m',
+    '256M',
+    '-accel',
+    'tcg',
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-no-reboot',
+    '-serial',
+    'stdio',
+    '-device',
+    'isa-debug-exit,iobase=0xf4,iosize=0x04',
+    '-kernel',
+    kernel,
+    '-append',
+    'bench',
+  ];
+  const samples: number[] = [];
+  for (let i = 0; i <= runs; i++) {
+    const ms = await firstByte('qemu-system-x86_64', argv, 30_000);
+    if (i > 0) samples.push(ms); // the first run warms the page cache
+  }
+  return { measured: true, what, command: `qemu-system-x86_64 ${argv.join(' ')}`, boot: round(summarize(samples)) };
+}
+
+/** Spawns a process and resolves with ms until its first stdout byte; kills it then. */
+function firstByte(cmd: string, args: readonly string[], timeoutMs: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'ignore'] });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${cmd} printed nothing within ${timeoutMs} ms`));
+    }, timeoutMs);
+    child.stdout.once('data', () => {
+      const ms = performance.now() - t0;
+      clearTimeout(timer);
+      child.kill('SIGKILL');
+      child.once('exit', () => resolve(ms));
+    });
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+  });
+}
+
+/** The parts of @hcr/engine-hyper the raw boot uses, typed here so a changing engine API fails softly. */
+interface HyperModule {
+  QemuDriver: new () => {
+    start(spec: object): PromiseLike<ResultLike<{ pid: number; dir: string }>>;
+    kill(handle: object): PromiseLike<ResultLike<void>>;
+    agentTransport(handle: object): object;
+  };
+  AgentClient: {
+    connect(transport: object, timeoutMs: number): PromiseLike<ResultLike<AgentLike>>;
+  };
+}
+interface AgentLike {
+  request(name: 'Hello', body: object, timeoutMs: number): PromiseLike<ResultLike<unknown>>;
+  close(): void;
+}
+interface ResultLike<T> {
+  isErr(): boolean;
+  readonly value?: T;
+  readonly error?: { message: string };
+}
+
+function unwrapResult<T>(r: ResultLike<T>, what: string): T {
+  if (r.isErr()) throw new Error(`${what}: ${r.error?.message ?? 'failed'}`);
+  return r.value as T;
+}
+
+/**
+ * Hyper limit: the engine's own QEMU driver boots the same kernel and
+ * initramfs the engine uses (microvm, TCG, 1 vCPU, 256 MiB) with no pod, no
+ * network and no shares, and the clock stops at the agent's first message
+ * (its reply to Hello) — no HCR core, CRI, CNI or image work involved.
+ */
+export async function rawHyperBoot(repoRoot: string, runs: number): Promise<RawBoot> {
+  const what = 'QEMU start → guest agent first message (Hello reply), TCG';
+  let mod: HyperModule;
+  try {
+    mod = (await import(join(repoRoot, 'packages/engine-hyper/src/index.ts'))) as HyperModule;
+  } catch (e) {
+    return { measured: false, what, reason: `@hcr/engine-hyper cannot be loaded: ${(e as Error).message}` };
+  }
+  if (typeof mod.QemuDriver !== 'function' || typeof mod.AgentClient?.connect !== 'function') {
+    return { measured: false, what, reason: '@hcr/engine-hyper does not export QemuDriver and AgentClient' };
+  }
+  const kernel = existsSync(join(HYPER_ASSETS, 'vmlinux'))
+    ? join(HYPER_ASSETS, 'vmlinux')
+    : join(HYPER_ASSETS, 'vmlinuz');
+  const initrd = join(HYPER_ASSETS, 'initrd.img');
+  if (!existsSync(kernel) || !existsSync(initrd)) {
+    return {
+      measured: false,
+      what,
+      reason: `guest assets missing in ${HYPER_ASSETS}; run packages/engine-hyper/scripts/setup-assets.sh`,
+    };
+  }
+  const driver = new mod.QemuDriver();
+  const samples: number[] = [];
+  for (let i = 0; i <= runs; i++) {
+    // Short path: QEMU's sockets must fit sun_path.
+    const dir = mkdtempSync('/tmp/hcrb-vm-');
+    let handle: { pid: number; dir: string } | null = null;
+    try {
+      const t0 = performance.now();
+      handle = unwrapResult(
+        await driver.start({
+          name: 'hcr-bench-raw',
+          dir,
+          kernel,
+          initrd,
+          cmdline: [],
+          vcpus: 1,
+          memoryMiB: 256,
+          accel: 'tcg',
+          netnsPath: null,
+          nics: [],
+          shares: [],
+        }),
+        'start QEMU',
+      );
+      const agent = unwrapResult(await mod.AgentClient.connect(driver.agentTransport(handle), 10_000), 'connect');
+      try {
+        unwrapResult(
+          await agent.request('Hello', { hostTime: BigInt(Date.now()) * 1_000_000n, resume: [] }, 90_000),
+          'Hello',
+        );
+      } finally {
+        agent.close();
+      }
+      if (i > 0) samples.push(performance.now() - t0);
+    } catch (e) {
+      return { measured: false, what, reason: `raw boot failed: ${(e as Error).message}` };
+    } finally {
+      if (handle !== null) await driver.kill(handle);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  return {
+    measured: true,
+    what,
+    command: `QemuDriver (packages/engine-hyper/src/vm/qemu.ts) with ${kernel}, ${initrd}; then Hello over virtio-serial`,
+    boot: round(summarize(samples)),
+  };
+}
