@@ -420,7 +420,7 @@ ${table(
 )}
 
 ${g
-  .filter((goal) => goal.met !== true)
+  .filter((goal) => goal.met !== true && TARGET_NOTES[goal.id] !== '')
   .map((goal) => `- **${goal.what}** — ${TARGET_NOTES[goal.id]}`)
   .join('\n')}
 
