@@ -211,24 +211,25 @@ export function makeNetns(): TestNetns {
   const name = `hcrt-${randomBytes(4).toString('hex')}`;
   // A TEST-NET-3 address on a veth pair kept inside the namespace: visible in the pod, routed nowhere.
   const ip = `203.0.113.${2 + (randomBytes(1)[0]! % 250)}`;
-  execFileSync('ip', ['netns', 'add', name]);
-  execFileSync('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
-  execFileSync('ip', ['-n', name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'peer0']);
-  execFileSync('ip', ['-n', name, 'link', 'set', 'peer0', 'up']);
-  execFileSync('ip', ['-n', name, 'addr', 'add', `${ip}/24`, 'dev', 'eth0']);
-  execFileSync('ip', ['-n', name, 'link', 'set', 'eth0', 'up']);
-  return {
-    name,
-    path: `/run/netns/${name}`,
-    ip,
-    remove: () => {
-      try {
-        execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' });
-      } catch {
-        // already gone
-      }
-    },
+  const remove = (): void => {
+    try {
+      execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' });
+    } catch {
+      // already gone
+    }
   };
+  execFileSync('ip', ['netns', 'add', name]);
+  try {
+    execFileSync('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+    execFileSync('ip', ['-n', name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'peer0']);
+    execFileSync('ip', ['-n', name, 'link', 'set', 'peer0', 'up']);
+    execFileSync('ip', ['-n', name, 'addr', 'add', `${ip}/24`, 'dev', 'eth0']);
+    execFileSync('ip', ['-n', name, 'link', 'set', 'eth0', 'up']);
+  } catch (e) {
+    remove();
+    throw e;
+  }
+  return { name, path: `/run/netns/${name}`, ip, remove };
 }
 
 /** True while the netns file exists (leak checks). */
