@@ -97,8 +97,14 @@ export interface RuntimeConditions {
   readonly engines: Readonly<Record<string, EngineHealth>>;
 }
 
-/** Stop timeout used when a pod is stopped with containers still running (kubelet stops them first). */
-const POD_STOP_GRACE_SECONDS = 10;
+/**
+ * Stop timeout for containers still running when their pod is stopped: none.
+ * CRI says StopPodSandbox terminates them forcibly (the kubelet has already
+ * given each its grace period through StopContainer), and containerd does the
+ * same; a grace period here made every pod whose main process ignores SIGTERM
+ * (a shell or `sleep` as PID 1) take 10 s longer to stop.
+ */
+const POD_STOP_GRACE_SECONDS = 0;
 
 /**
  * The engine-agnostic runtime: CRI semantics over domain types. It owns the
