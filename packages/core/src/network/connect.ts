@@ -161,7 +161,10 @@ export function connectInNamespace(netnsPath: string, port: number, timeoutMs: n
       '-d',
       '-t',
       String(HALF_CLOSE_TIMEOUT_S),
-      'STDIO',
+      // shut-close: when the pod side ends, close our stdout so the client sees
+      // end-of-stream at once (a pipe cannot be half-shut; without it the end
+      // only arrived when socat exited after the half-close timeout).
+      'STDIO,shut-close',
       `TCP:127.0.0.1:${port}`,
     ],
     readyPattern: SOCAT_READY,
