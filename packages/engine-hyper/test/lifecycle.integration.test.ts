@@ -4,7 +4,7 @@
  * exec and execSync (the guest kernel, not the host's), attach, stats,
  * resource updates, and a leak-free teardown.
  */
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -133,6 +133,61 @@ describe('hyper engine: container lifecycle in one pod VM', () => {
     const text = logText(join(logDir, 'env.log'));
     expect(text).toContain(`stdout:hi 65534:65534 /tmp/work ${pod.spec.hostname}\\n`);
     expect(text).toContain(pod.network.ips[0]);
+    await ok(engine.removeContainer(c));
+  });
+
+  it('applies security settings and CRI host-path mounts', async () => {
+    const hostDir = mkdtempSync(join(h.dir, 'hostpath-'));
+    writeFileSync(join(hostDir, 'data.txt'), 'from the host\n');
+    const base = await h.container(pod, BUSYBOX);
+    const script = [
+      'cat /data/data.txt',
+      'touch /data/new 2>/dev/null && echo data-writable || echo data-readonly',
+      'touch /rootfs-file 2>/dev/null && echo root-writable || echo root-readonly',
+      'touch /dev/shm/f && (chown 1 /dev/shm/f 2>/dev/null && echo chown-allowed || echo chown-denied)',
+      'grep NoNewPrivs /proc/self/status',
+      'wc -c < /proc/kcore',
+    ].join('; ');
+    const c = await start(
+      await h.container(
+        pod,
+        BUSYBOX,
+        {
+          command: ['sh', '-c', script],
+          mounts: [
+            {
+              containerPath: '/data',
+              hostPath: hostDir,
+              readonly: true,
+              propagation: 'private',
+              selinuxRelabel: false,
+            },
+          ],
+          linux: {
+            resources: base.spec.linux.resources,
+            security: {
+              ...base.spec.linux.security,
+              readonlyRootfs: true,
+              noNewPrivs: true,
+              capabilities: { add: [], drop: ['CHOWN'] },
+              maskedPaths: ['/proc/kcore'],
+            },
+          },
+        },
+        join(logDir, 'security.log'),
+      ),
+    );
+    expect((await exited(c)).exitCode).toBe(0);
+    expect(logText(join(logDir, 'security.log'))).toBe(
+      [
+        'stdout:from the host\\n',
+        'stdout:data-readonly\\n',
+        'stdout:root-readonly\\n',
+        'stdout:chown-denied\\n',
+        'stdout:NoNewPrivs:\t1\\n',
+        'stdout:0\\n',
+      ].join(''),
+    );
     await ok(engine.removeContainer(c));
   });
 

@@ -91,6 +91,28 @@ describe('hyper engine: reconnect after an HCR restart', () => {
     await finish(second, pod);
   });
 
+  it('reports a pod whose VM died, and its containers as exited', async () => {
+    const engine = await h.engine();
+    const pod = await h.sandbox();
+    await ok(engine.createSandbox(pod));
+    const c = await h.container(pod, BUSYBOX, { command: ['sleep', '3600'] });
+    await ok(engine.createContainer(c));
+    await ok(engine.startContainer(c));
+    const vmPid = (await ok(engine.sandboxStatus(pod))).info['vmPid'];
+    expect(typeof vmPid).toBe('number');
+    process.kill(vmPid as number, 'SIGKILL');
+    await eventually(
+      async () => (h.events.some((e) => e.type === 'sandbox-died' && e.sandboxId === pod.id) ? true : null),
+      30_000,
+      'the sandbox-died event',
+    );
+    expect((await ok(engine.sandboxStatus(pod))).alive).toBe(false);
+    const st = await ok(engine.containerStatus(c));
+    expect(st.state).toBe('exited');
+    expect(st.reason).toBe('Error');
+    await finish(engine, pod);
+  });
+
   it('resumes after the process running the engine is killed with SIGKILL', async () => {
     const logPath = join(h.dir, 'killed.log');
     const child = spawn(
