@@ -44,7 +44,7 @@ import {
   type SandboxMeta,
   type StartRecord,
 } from './records.js';
-import { Runsc, runscError, runscMessage } from './runsc.js';
+import { Runsc, runscError, runscMessage, type RunscOutcome } from './runsc.js';
 import { containerOciSpec, podResources, sandboxOciSpec } from './spec.js';
 import * as streams from './streams.js';
 import { resolveUser } from './user.js';
@@ -66,13 +66,12 @@ interface Probe {
 }
 
 /** A started container whose output and exit the engine follows. */
-class Followed {
-  /** The `runsc wait` process, killed when the engine closes. */
-  waiter: ChildProcess | null = null;
+interface Followed {
+  readonly pump: LogPump;
   /** Settles with the exit once it is recorded (after the log has drained). */
-  exited: Promise<ExitRecord> = new Promise<ExitRecord>(() => undefined);
-
-  constructor(readonly pump: LogPump) {}
+  readonly exited: Promise<ExitRecord>;
+  /** Stops following without recording anything (the engine closes, or the container is removed). */
+  readonly abandon: () => void;
 }
 
 /** Rejection of {@link Followed.exited} when the engine closes before the container exits. */
@@ -147,6 +146,12 @@ export class GvisorEngine implements RuntimeEngine {
     if (!/^[a-z0-9_-]+$/.test(config.platform)) {
       throw errors.invalidArgument(`platform ${JSON.stringify(config.platform)} is not a platform name`, 'platform');
     }
+    if (!posix.isAbsolute(config.cgroupParent)) {
+      throw errors.invalidArgument(
+        `cgroupParent ${JSON.stringify(config.cgroupParent)} must be an absolute cgroupfs path`,
+        'cgroupParent',
+      );
+    }
     const root = config.root !== '' ? config.root : join(context.runtimeDir, 'runsc');
     await mkdir(root, { recursive: true, mode: 0o700 });
     const runsc = new Runsc({
@@ -181,7 +186,7 @@ export class GvisorEngine implements RuntimeEngine {
           platform: this.config.platform,
           network: 'sandbox (gVisor network stack)',
           netSysctlMask: String(this.runsc.masksNetSysctls),
-          root: this.runsc.globalArgs()[0]!.slice('--root='.length),
+          root: this.runsc.root,
         },
       };
     });
@@ -324,13 +329,17 @@ export class GvisorEngine implements RuntimeEngine {
       const meta = await this.requireMeta(container.id);
       // Writers first: a reader that opens a FIFO nobody holds for writing may see end-of-file at once.
       const fds = await openFifoWriters(dir);
-      const opened = await LogPump.open(dir, meta.logPath).then(
-        async (pump) => ({ pump, outcome: await this.runsc.start(container.id, ['ignore', fds.stdout, fds.stderr]) }),
-        (e: unknown) => ({ error: e }),
-      );
-      await closeFds(fds);
-      if ('error' in opened) throw opened.error;
-      const { pump, outcome } = opened;
+      let pump: LogPump | undefined;
+      let outcome: RunscOutcome;
+      try {
+        pump = await LogPump.open(dir, meta.logPath);
+        outcome = await this.runsc.start(container.id, ['ignore', fds.stdout, fds.stderr]);
+      } catch (e) {
+        pump?.close();
+        throw e;
+      } finally {
+        await closeFds(fds);
+      }
       if (outcome.code !== 0) {
         // runsc wrote why to the container's stderr (it is runsc's own stderr); collect it from the pump.
         await pump.drained(1_000);
@@ -515,8 +524,7 @@ export class GvisorEngine implements RuntimeEngine {
   async close(): Promise<void> {
     this.closed = true;
     for (const f of this.followed.values()) {
-      f.waiter?.kill('SIGKILL');
-      f.pump.close();
+      f.abandon();
     }
     this.followed.clear();
     this.listeners.clear();
@@ -601,8 +609,7 @@ export class GvisorEngine implements RuntimeEngine {
           followed.exited.catch(() => undefined),
           LOG_DRAIN_MS,
         );
-        followed.waiter?.kill('SIGKILL');
-        followed.pump.close();
+        followed.abandon();
         this.followed.delete(id);
       }
       if (!(await waitRunscGone(dir, KILL_WAIT_MS))) {
@@ -685,9 +692,9 @@ export class GvisorEngine implements RuntimeEngine {
 
   /** Follows a started container: its output into the log, its exit into a record and an event. */
   private follow(id: string, pump: LogPump): Followed {
-    const entry = new Followed(pump);
-    entry.exited = (async (): Promise<ExitRecord> => {
-      const { exitCode, message } = await this.waitExit(id, entry);
+    const current: { waiter: ChildProcess | null } = { waiter: null };
+    const exited = (async (): Promise<ExitRecord> => {
+      const { exitCode, message } = await this.waitExit(id, (child) => (current.waiter = child));
       if (!(await pump.drained(LOG_DRAIN_MS))) {
         // A process outside the container's PID namespace (shared-PID pods) may still hold its stdout.
         this.log.warn({ containerId: id }, 'container output still open after its exit; log closed');
@@ -711,11 +718,19 @@ export class GvisorEngine implements RuntimeEngine {
       });
       return exit;
     })();
-    entry.exited.catch((e: unknown) => {
+    exited.catch((e: unknown) => {
       if (!(e instanceof EngineClosing)) {
         this.log.error({ containerId: id, err: String(e) }, 'following a container failed');
       }
     });
+    const entry: Followed = {
+      pump,
+      exited,
+      abandon: () => {
+        current.waiter?.kill('SIGKILL');
+        pump.close();
+      },
+    };
     this.followed.set(id, entry);
     return entry;
   }
@@ -725,13 +740,16 @@ export class GvisorEngine implements RuntimeEngine {
    * wait itself fails, runsc's view decides: a container whose sandbox is gone
    * was killed with it; one that still runs is waited for again.
    */
-  private async waitExit(id: string, entry: Followed): Promise<{ exitCode: number; message: string }> {
+  private async waitExit(
+    id: string,
+    onSpawn: (waiter: ChildProcess | null) => void,
+  ): Promise<{ exitCode: number; message: string }> {
     for (let attempt = 1; ; attempt++) {
       const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
         const child = spawn(this.runsc.binary, [...this.runsc.globalArgs(), 'wait', id], {
           stdio: ['ignore', 'pipe', 'pipe'],
         });
-        entry.waiter = child;
+        onSpawn(child);
         let stdout = '';
         let stderr = '';
         child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -739,7 +757,7 @@ export class GvisorEngine implements RuntimeEngine {
         child.once('error', (e) => resolve({ code: null, stdout, stderr: e.message }));
         child.once('close', (code) => resolve({ code, stdout, stderr }));
       });
-      entry.waiter = null;
+      onSpawn(null);
       if (this.closed) throw new EngineClosing();
       if (r.code === 0) {
         const status = (JSON.parse(r.stdout) as { exitStatus?: unknown }).exitStatus;

@@ -75,6 +75,11 @@ export class Runsc {
     ];
   }
 
+  /** runsc's state directory. */
+  get root(): string {
+    return this.opts.root;
+  }
+
   /** The binary, for spawning long-running subcommands (`exec`, `wait`) directly. */
   get binary(): string {
     return this.opts.binary;
