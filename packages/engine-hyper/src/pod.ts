@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream';
 import {
   errAsync,
   errors,
+  okAsync,
   type EngineEvent,
   type ExecSyncResult,
   type HcrError,
@@ -15,6 +16,7 @@ import type { LogSink } from './logs.js';
 import {
   ContainerStatus,
   LogLevel,
+  PROTOCOL_VERSION,
   Stream,
   type ContainerInfo,
   type HelloReply,
@@ -115,6 +117,16 @@ export class PodVm {
       const resume = [...this.sinks].map(([containerId, sink]) => ({ containerId, offset: sink.resumeOffset() }));
       return client
         .request('Hello', { hostTime: BigInt(Date.now()) * 1_000_000n, resume }, Math.max(1, deadline - Date.now()))
+        .andThen((hello) =>
+          hello.protocolVersion === PROTOCOL_VERSION
+            ? okAsync(hello)
+            : errAsync(
+                errors.failedPrecondition(
+                  `the agent of pod ${this.record.id} (${hello.agentVersion}) speaks protocol version ` +
+                    `${hello.protocolVersion}, this HCR speaks ${PROTOCOL_VERSION}; recreate the pod`,
+                ),
+              ),
+        )
         .map((hello) => {
           for (const c of hello.containers) this.lastKnown.set(c.id, c);
           // Exits that happened while HCR was away: core reconciles them from these events too.
