@@ -62,7 +62,6 @@ export interface OciLinux {
   readonly namespaces: readonly OciNamespace[];
   readonly cgroupsPath?: string;
   readonly resources?: OciResources;
-  readonly sysctl?: Readonly<Record<string, string>>;
   readonly maskedPaths?: readonly string[];
   readonly readonlyPaths?: readonly string[];
 }

@@ -177,7 +177,7 @@ export class Runsc {
    * runsc's own error message then lands in the container's stderr, which
    * the caller's log pump captures.
    */
-  async start(id: string, stdio: StdioOptions = ['ignore', 'ignore', 'pipe']): Promise<RunscOutcome> {
+  async start(id: string, stdio: StdioOptions): Promise<RunscOutcome> {
     return this.run(['start', id], { stdio, detached: true });
   }
 

@@ -128,7 +128,6 @@ export function sandboxOciSpec(sandbox: SandboxRef, opts: SandboxSpecOptions): R
       ],
       ...(opts.cgroupsPath === null ? {} : { cgroupsPath: opts.cgroupsPath }),
       ...(resources === null ? {} : { resources }),
-      ...(Object.keys(spec.linux.sysctls).length === 0 ? {} : { sysctl: { ...spec.linux.sysctls } }),
     },
   });
 }
