@@ -40,11 +40,17 @@ export interface EngineCapabilities {
   readonly reopenLog: boolean;
   /** Image kinds this engine can run. */
   readonly imageKinds: readonly ImageInfo['kind'][];
+  /**
+   * createSandbox needs only `network.netnsPath`, not the CNI result (the
+   * infra unit just joins the namespace; IPs and pod files are used later),
+   * so core runs it alongside CNI ADD. Absent means false.
+   */
+  readonly sandboxBeforeNetwork?: boolean;
 }
 
 /** Names of the boolean capabilities, for messages and checks. */
 export type Capability = {
-  [K in keyof EngineCapabilities]: EngineCapabilities[K] extends boolean ? K : never;
+  [K in keyof EngineCapabilities]-?: EngineCapabilities[K] extends boolean ? K : never;
 }[keyof EngineCapabilities];
 
 /** Health as reported by an engine's bounded probe. */

@@ -100,6 +100,8 @@ export class DockerEngine implements RuntimeEngine {
     stats: true,
     reopenLog: true,
     imageKinds: ['oci'],
+    // Pause only needs the netns to exist (it setns into it), so core starts it during CNI ADD.
+    sandboxBeforeNetwork: true,
   };
 
   private readonly docker: Docker;

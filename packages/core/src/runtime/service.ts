@@ -191,13 +191,11 @@ export class RuntimeService {
             record = { ...record, network: { ...emptyNetwork, netnsPath }, networkPhase: 'netns-created' };
             this.opts.store.putSandbox(record);
             faultPoint('runPodSandbox:after-netns');
-            const network = await unwrap(this.opts.network.attach(id, netnsPath, spec));
-            record = { ...record, network, networkPhase: 'attached' };
-            this.opts.store.putSandbox(record);
+            record = await this.attachNetwork(record, netnsPath);
             faultPoint('runPodSandbox:after-cni');
           }
           writePodFiles(record.runtimeDir, spec, record.network, this.hostResolv);
-          if (record.engine !== null) record = await this.createEngineSandbox(record);
+          if (record.engine !== null && !record.engineCreated) record = await this.createEngineSandbox(record);
           faultPoint('runPodSandbox:after-engine');
           record = { ...record, phase: 'ready' };
           this.opts.store.putSandbox(record);
@@ -775,6 +773,32 @@ export class RuntimeService {
       logPath: record.logPath,
       engineData: record.engineData,
     };
+  }
+
+  /**
+   * CNI ADD into the pod's namespace. An engine whose infra unit only joins
+   * the namespace ({@link EngineCapabilities.sandboxBeforeNetwork}) gets it
+   * started meanwhile: both take a few hundred milliseconds, neither needs
+   * the other. Either failing fails the pod; what the other made is then in
+   * the record, so the rollback (or recovery after a crash) undoes it.
+   */
+  private async attachNetwork(record: SandboxRecord, netnsPath: string): Promise<SandboxRecord> {
+    const attach = unwrap(this.opts.network.attach(record.id, netnsPath, record.spec));
+    const engine = record.engine === null ? null : this.engine(record.engine);
+    if (engine === null || engine.capabilities.sandboxBeforeNetwork !== true) {
+      const network = await attach;
+      const next: SandboxRecord = { ...record, network, networkPhase: 'attached' };
+      this.opts.store.putSandbox(next);
+      return next;
+    }
+    const [net, created] = await Promise.allSettled([attach, unwrap(engine.createSandbox(this.sandboxRef(record)))]);
+    let next = record;
+    if (created.status === 'fulfilled') next = { ...next, engineCreated: true, engineData: created.value.engineData };
+    if (net.status === 'fulfilled') next = { ...next, network: net.value, networkPhase: 'attached' };
+    this.opts.store.putSandbox(next);
+    if (net.status === 'rejected') throw net.reason;
+    if (created.status === 'rejected') throw created.reason;
+    return next;
   }
 
   private async createEngineSandbox(record: SandboxRecord): Promise<SandboxRecord> {

@@ -1,0 +1,221 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { errAsync, okAsync, ResultAsync } from 'neverthrow';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  errors,
+  RuntimeService,
+  SqliteStateStore,
+  type EngineCapabilities,
+  type HcrError,
+  type ImageService,
+  type NetworkManager,
+  type PodNetwork,
+  type RuntimeEngine,
+  type SandboxRef,
+} from '../src/index.js';
+import { podSpec } from '../src/testing/specs.js';
+
+// RunPodSandbox with an engine that declares sandboxBeforeNetwork: the infra
+// unit starts while CNI ADD runs, and a failure of either side is undone.
+
+const caps: EngineCapabilities = {
+  hostNetwork: true,
+  hostPid: true,
+  hostIpc: true,
+  privileged: true,
+  exec: true,
+  execSync: true,
+  attach: true,
+  attachStdin: true,
+  portForward: true,
+  tty: true,
+  hostPathMounts: true,
+  updateResources: true,
+  stats: true,
+  reopenLog: true,
+  imageKinds: ['oci'],
+};
+
+/** A promise with its resolve/reject exposed, to hold CNI ADD open. */
+function deferred<T>() {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
+  return { promise, resolve, reject };
+}
+
+/** Records the order of host operations; CNI ADD completes only when the test releases it. */
+class Host {
+  readonly events: string[] = [];
+  readonly sandboxes = new Set<string>();
+  readonly netns = new Set<string>();
+  readonly attached = new Set<string>();
+  add = deferred<PodNetwork | HcrError>();
+  engineFails = false;
+  seenNetwork: PodNetwork | null = null;
+
+  network(): NetworkManager {
+    return {
+      createNetns: (id) => {
+        this.netns.add(id);
+        return okAsync(`/run/netns/${id}`);
+      },
+      attach: (id) => {
+        this.events.push('add:start');
+        return ResultAsync.fromPromise(this.add.promise, (e) => e as HcrError).andThen((r) => {
+          this.events.push('add:end');
+          if (r instanceof Error) return errAsync(r);
+          this.attached.add(id);
+          return okAsync(r);
+        });
+      },
+      check: () => okAsync(undefined),
+      detach: (id) => {
+        this.events.push('del');
+        this.attached.delete(id);
+        return okAsync(undefined);
+      },
+      removeNetns: (p) => {
+        this.netns.delete(p.split('/').pop() as string);
+        return okAsync(undefined);
+      },
+      connect: () => errAsync(errors.internal('unused')),
+      readiness: () => ({ ready: true, reason: '', message: '' }),
+      listNetns: () => okAsync([...this.netns].map((id) => `/run/netns/${id}`)),
+    };
+  }
+
+  engine(sandboxBeforeNetwork: boolean): RuntimeEngine {
+    const unused = () => errAsync(errors.internal('unused in these tests'));
+    return {
+      name: 'docker',
+      kind: 'fake',
+      capabilities: { ...caps, sandboxBeforeNetwork },
+      health: () => okAsync({ ready: true, reason: '', message: '', info: {} }),
+      inventory: () => okAsync({ sandboxIds: [...this.sandboxes], containerIds: [] }),
+      createSandbox: (s: SandboxRef) => {
+        this.events.push('engine:create');
+        this.seenNetwork = s.network;
+        if (this.engineFails) return errAsync(errors.unavailable('infra container failed (injected)'));
+        this.sandboxes.add(s.id);
+        return okAsync({ engineData: { infra: 'pause' } });
+      },
+      stopSandbox: () => okAsync(undefined),
+      removeSandbox: (s: SandboxRef) => {
+        this.events.push('engine:remove');
+        this.sandboxes.delete(s.id);
+        return okAsync(undefined);
+      },
+      sandboxStatus: (s: SandboxRef) => okAsync({ alive: this.sandboxes.has(s.id), info: {} }),
+      createContainer: unused,
+      startContainer: unused,
+      stopContainer: unused,
+      removeContainer: unused,
+      containerStatus: unused,
+      execSync: unused,
+      exec: unused,
+      attach: unused,
+      portForward: unused,
+      containerStats: unused,
+      sandboxStats: unused,
+      updateContainerResources: unused,
+      reopenContainerLog: unused,
+      subscribe: () => () => undefined,
+      close: async () => undefined,
+    };
+  }
+}
+
+const network: PodNetwork = {
+  netnsPath: 'ignored',
+  ips: ['10.0.0.2'],
+  interfaces: [],
+  gateway: '10.0.0.1',
+  cniResult: {},
+};
+
+describe('RunPodSandbox overlaps CNI ADD with the infra unit when the engine allows it', () => {
+  let dir: string;
+  let store: SqliteStateStore;
+  let host: Host;
+  const service = (sandboxBeforeNetwork: boolean) =>
+    new RuntimeService({
+      store,
+      network: host.network(),
+      images: {} as ImageService,
+      engines: new Map([['docker', host.engine(sandboxBeforeNetwork)]]),
+      router: { handlers: {}, defaultEngine: 'docker', rules: [], deferBinding: false, unikernelEngine: null },
+      sandboxDir: join(dir, 'sandboxes'),
+    });
+  const waitFor = async (cond: () => boolean) => {
+    for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
+    expect(cond()).toBe(true);
+  };
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'hcr-overlap-'));
+    store = new SqliteStateStore(join(dir, 'state.db'));
+    host = new Host();
+  });
+  afterEach(() => {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('starts the infra unit while CNI ADD is still running, and records both', async () => {
+    const rt = service(true);
+    const run = rt.runPodSandbox(podSpec());
+    await waitFor(() => host.events.includes('engine:create'));
+    expect(host.events).toEqual(['add:start', 'engine:create']);
+    expect(host.seenNetwork?.netnsPath).toMatch(/^\/run\/netns\//);
+    host.add.resolve(network);
+    const id = (await run)._unsafeUnwrap();
+    const record = store.getSandbox(id);
+    expect(record?.phase).toBe('ready');
+    expect(record?.networkPhase).toBe('attached');
+    expect(record?.network.ips).toEqual(['10.0.0.2']);
+    expect(record?.engineCreated).toBe(true);
+    expect(record?.engineData).toEqual({ infra: 'pause' });
+  });
+
+  it('waits for CNI ADD first when the engine needs the CNI result', async () => {
+    const rt = service(false);
+    const run = rt.runPodSandbox(podSpec());
+    await waitFor(() => host.events.includes('add:start'));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(host.events).toEqual(['add:start']);
+    host.add.resolve(network);
+    (await run)._unsafeUnwrap();
+    expect(host.events).toEqual(['add:start', 'add:end', 'engine:create']);
+    expect(host.seenNetwork?.ips).toEqual(['10.0.0.2']);
+  });
+
+  it('removes the infra unit and the namespace when CNI ADD fails', async () => {
+    const rt = service(true);
+    const run = rt.runPodSandbox(podSpec());
+    await waitFor(() => host.events.includes('engine:create'));
+    host.add.resolve(errors.unavailable('bridge plugin failed (injected)'));
+    const r = await run;
+    expect(r._unsafeUnwrapErr().message).toContain('bridge plugin failed');
+    expect(host.sandboxes.size).toBe(0);
+    expect(host.netns.size).toBe(0);
+    expect(host.events).toContain('engine:remove');
+    expect(store.listSandboxes()).toEqual([]);
+  });
+
+  it('runs CNI DEL and removes the namespace when the infra unit fails', async () => {
+    host.engineFails = true;
+    const rt = service(true);
+    const run = rt.runPodSandbox(podSpec());
+    await waitFor(() => host.events.includes('engine:create'));
+    host.add.resolve(network);
+    const r = await run;
+    expect(r._unsafeUnwrapErr().message).toContain('infra container failed');
+    expect(host.attached.size).toBe(0);
+    expect(host.events).toContain('del');
+    expect(host.netns.size).toBe(0);
+    expect(store.listSandboxes()).toEqual([]);
+  });
+});
