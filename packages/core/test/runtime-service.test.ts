@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { errAsync, okAsync } from 'neverthrow';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   errors,
   RuntimeService,
@@ -363,6 +363,22 @@ describe('RuntimeService (fake host)', () => {
     await again.stopPodSandbox(third);
     expect(net.attached.has(third)).toBe(false);
     again.close();
+  });
+
+  it('releases the network of a refused pod while the engine is down, and finishes the removal when it is back', async () => {
+    const removeSandbox = engine.removeSandbox.bind(engine);
+    engine.removeSandbox = () => errAsync(errors.unavailable('engine unreachable (injected)'));
+    engine.failNext = 'createSandbox';
+    expect((await rt.runPodSandbox(podSpec()))._unsafeUnwrapErr().code).toBe('Unavailable');
+    expect(net.attached.size).toBe(0);
+    expect(net.netns.size).toBe(0);
+    expect(store.listSandboxes().map((s) => s.phase)).toEqual(['removing']);
+    // Listed NotReady, so the kubelet would retry the removal too.
+    expect(rt.listPodSandbox().map((v) => v.state)).toEqual(['notready']);
+    engine.removeSandbox = removeSandbox;
+    engine.emit({ type: 'health-changed', health: { ready: true, reason: '', message: '', info: {} } });
+    await vi.waitFor(() => expect(store.listSandboxes()).toEqual([]));
+    expect(net.dels).toBe(1);
   });
 
   it('binds a deferred pod from its first image and refuses mixing kinds', async () => {

@@ -243,20 +243,24 @@ export class RuntimeService {
     );
   }
 
-  /** PodSandboxStatus. */
+  /** PodSandboxStatus. A pod whose removal failed is still reported (NotReady) until it is gone. */
   podSandboxStatus(id: string): ResultAsync<SandboxView, HcrError> {
     return this.task(async () => {
-      const record = this.requireSandbox(id);
+      const record = this.opts.store.getSandbox(id);
+      if (record === undefined) throw errors.notFound(`pod sandbox ${JSON.stringify(id)} not found`);
       return { record, state: await this.liveSandboxState(record) };
     });
   }
 
-  /** ListPodSandbox (served from memory; engines are not asked). */
+  /**
+   * ListPodSandbox (served from memory; engines are not asked). A pod whose
+   * removal failed stays listed, NotReady, so the kubelet retries removing it.
+   */
   listPodSandbox(filter: SandboxFilter = {}): SandboxView[] {
     const out: SandboxView[] = [];
     for (const record of this.opts.store.listSandboxes()) {
       if (filter.id !== undefined && filter.id !== '' && !record.id.startsWith(filter.id)) continue;
-      if (record.phase === 'creating' || record.phase === 'removing') continue;
+      if (record.phase === 'creating') continue;
       const state = record.phase === 'ready' && !this.deadSandboxes.has(record.id) ? 'ready' : 'notready';
       if (filter.state !== undefined && filter.state !== state) continue;
       if (filter.labels !== undefined && !labelsMatch(record.spec.labels, filter.labels)) continue;
@@ -840,25 +844,35 @@ export class RuntimeService {
         reason: latest.reason === '' ? 'Unknown' : latest.reason,
         message: latest.message === '' ? `engine ${engine.name} no longer has this container` : latest.message,
       };
-      this.opts.store.putContainer(next);
-      return next;
+      return this.recordRefresh(next);
     }
     if (st.state === 'exited' && latest.phase === 'running') {
       const next = applyStatus({ ...latest, phase: 'exited' }, st);
-      this.opts.store.putContainer(next);
-      return next;
+      return this.recordRefresh(next);
     }
     if (st.state === 'running' && latest.phase === 'created') {
       const next = applyStatus({ ...latest, phase: 'running' }, st);
-      this.opts.store.putContainer(next);
-      return next;
+      return this.recordRefresh(next);
     }
     if (st.pid !== latest.engineData['pid']) {
       const next = { ...latest, engineData: { ...latest.engineData, pid: st.pid } };
-      this.opts.store.putContainer(next);
-      return next;
+      return this.recordRefresh(next);
     }
     return latest;
+  }
+
+  /**
+   * Records what a refresh learned. The refreshed view is the truth even when
+   * the write is refused (a full disk): status reads keep answering, and the
+   * next refresh records it again.
+   */
+  private recordRefresh(next: ContainerRecord): ContainerRecord {
+    try {
+      this.opts.store.putContainer(next);
+    } catch (e) {
+      this.log.warn({ containerId: next.id, err: String(e) }, 'could not record a refreshed container status');
+    }
+    return next;
   }
 
   private async stopContainerSteps(
@@ -952,18 +966,57 @@ export class RuntimeService {
     }
     faultPoint('removePodSandbox:after-containers');
     const engine = current.engine === null ? null : (this.opts.engines.get(current.engine) ?? null);
+    let engineFailure: unknown = null;
     if (engine !== null && (current.engineCreated || rollback)) {
-      await unwrap(engine.stopSandbox(this.sandboxRef(current), 0)).catch(() => undefined);
-      await unwrap(engine.removeSandbox(this.sandboxRef(current)));
-      current = { ...current, engineCreated: false };
-      this.opts.store.putSandbox(current);
+      try {
+        await unwrap(engine.stopSandbox(this.sandboxRef(current), 0)).catch(() => undefined);
+        await unwrap(engine.removeSandbox(this.sandboxRef(current)));
+        current = { ...current, engineCreated: false };
+        this.opts.store.putSandbox(current);
+      } catch (e) {
+        // The network is HCR's own: release it even while the engine is unreachable, so a
+        // RunPodSandbox refused during an engine outage holds no IP. The record stays
+        // 'removing' and is finished when the engine is healthy again (or at recovery).
+        engineFailure = e;
+      }
     }
     faultPoint('removePodSandbox:after-engine');
     current = await this.teardownNetwork(current);
     faultPoint('removePodSandbox:after-netns');
+    if (engineFailure !== null) throw engineFailure;
     rmSync(current.runtimeDir, { recursive: true, force: true });
     this.opts.store.deleteSandbox(current.id);
     this.deadSandboxes.delete(current.id);
+  }
+
+  /**
+   * Finishes removals an engine failure cut short (records left 'removing',
+   * which CRI no longer lists, so the kubelet will not retry them), once that
+   * engine reports itself healthy again.
+   */
+  private async finishRemovals(engineName: string): Promise<void> {
+    for (const s of this.opts.store.listSandboxes()) {
+      const pending =
+        s.phase === 'removing' || this.opts.store.listContainers(s.id).some((c) => c.phase === 'removing');
+      if (!pending || (s.engine !== null && s.engine !== engineName)) continue;
+      // The key lock keeps this away from a RunPodSandbox still rolling the same pod back.
+      await this.lock
+        .run(`sandbox-key:${s.key}`, () =>
+          this.lock.run(`sandbox:${s.id}`, async () => {
+            const current = this.opts.store.getSandbox(s.id);
+            if (current === undefined) return;
+            if (current.phase === 'removing') await this.teardownSandbox(current, true);
+            else {
+              for (const c of this.opts.store.listContainers(s.id))
+                if (c.phase === 'removing') await this.removeContainerSteps(c, current);
+            }
+            this.log.info({ podSandboxId: s.id, engine: engineName }, 'finished a removal the engine had refused');
+          }),
+        )
+        .catch((e: unknown) =>
+          this.log.warn({ podSandboxId: s.id, err: String(e) }, 'finishing an interrupted removal failed; will retry'),
+        );
+    }
   }
 
   private onEngineEvent(engineName: string, event: EngineEvent): void {
@@ -973,8 +1026,9 @@ export class RuntimeService {
       this.log.info({ engine: engineName, podSandboxId: event.sandboxId, msg: event.message }, 'pod sandbox died');
       return;
     }
-    if (event.type !== 'container-exited') {
-      this.log.info({ engine: engineName, event: event.type }, 'engine event');
+    if (event.type === 'health-changed') {
+      this.log.info({ engine: engineName, ready: event.health.ready, reason: event.health.reason }, 'engine health');
+      if (event.health.ready) void this.finishRemovals(engineName);
       return;
     }
     void this.lock
