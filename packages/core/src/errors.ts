@@ -52,12 +52,24 @@ export function isHcrError(e: unknown, code?: ErrorCode): e is HcrError {
   return e instanceof HcrError && (code === undefined || e.code === code);
 }
 
-/** Normalises anything thrown into an {@link HcrError}; unknown failures become `Internal`. */
+/** System error codes that mean the host ran out of room, not that HCR is broken. */
+const EXHAUSTED_ERRNOS = new Set(['ENOSPC', 'EDQUOT']);
+
+/**
+ * Normalises anything thrown into an {@link HcrError}: a full disk or quota
+ * becomes `ResourceExhausted` (the operator frees space and retries); other
+ * unknown failures become `Internal`.
+ */
 export function toHcrError(e: unknown, context?: string): HcrError {
+  const errno = e instanceof Error ? (e as NodeJS.ErrnoException).code : undefined;
   const err =
     e instanceof HcrError
       ? e
-      : new HcrError(ErrorCode.Internal, e instanceof Error ? e.message : String(e), { cause: e });
+      : new HcrError(
+          errno !== undefined && EXHAUSTED_ERRNOS.has(errno) ? ErrorCode.ResourceExhausted : ErrorCode.Internal,
+          e instanceof Error ? e.message : String(e),
+          { cause: e },
+        );
   return context === undefined ? err : err.withContext(context);
 }
 

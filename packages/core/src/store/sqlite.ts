@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
+import { errors } from '../errors.js';
 import { parse, stringify } from './json.js';
 import type { ContainerRecord, SandboxRecord, StateStore } from './records.js';
 
@@ -15,7 +16,7 @@ export class SqliteStateStore implements StateStore {
   private readonly containers = new Map<string, ContainerRecord>();
   private readonly stmts;
 
-  constructor(path: string) {
+  constructor(private readonly path: string) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.db = new Database(path);
     this.db.pragma('journal_mode = WAL');
@@ -44,7 +45,7 @@ export class SqliteStateStore implements StateStore {
   }
 
   putSandbox(record: SandboxRecord): void {
-    this.stmts.putSandbox.run(record.id, stringify(record));
+    this.write(() => this.stmts.putSandbox.run(record.id, stringify(record)));
     this.sandboxes.set(record.id, record);
   }
 
@@ -57,12 +58,12 @@ export class SqliteStateStore implements StateStore {
   }
 
   deleteSandbox(id: string): void {
-    this.stmts.delSandbox.run(id);
+    this.write(() => this.stmts.delSandbox.run(id));
     this.sandboxes.delete(id);
   }
 
   putContainer(record: ContainerRecord): void {
-    this.stmts.putContainer.run(record.id, record.sandboxId, stringify(record));
+    this.write(() => this.stmts.putContainer.run(record.id, record.sandboxId, stringify(record)));
     this.containers.set(record.id, record);
   }
 
@@ -76,11 +77,30 @@ export class SqliteStateStore implements StateStore {
   }
 
   deleteContainer(id: string): void {
-    this.stmts.delContainer.run(id);
+    this.write(() => this.stmts.delContainer.run(id));
     this.containers.delete(id);
   }
 
   close(): void {
     this.db.close();
+  }
+
+  /**
+   * Runs one write. A full disk is the operator's to fix, so it is reported
+   * as ResourceExhausted naming the database; the in-memory copy is only
+   * updated after the write succeeded, so a refused write changes nothing.
+   */
+  private write(run: () => unknown): void {
+    try {
+      run();
+    } catch (e) {
+      const code = (e as { code?: unknown }).code;
+      if (code === 'SQLITE_FULL') {
+        throw errors.resourceExhausted(
+          `cannot record HCR state in ${this.path}: the filesystem is full (${(e as Error).message}); free space there and retry`,
+        );
+      }
+      throw errors.internal(`cannot record HCR state in ${this.path}: ${(e as Error).message}`, e);
+    }
   }
 }
