@@ -407,6 +407,14 @@ describe('CniNetworkManager with fake plugins', () => {
     expect(calls()).toEqual([]);
   });
 
+  it('succeeds at DEL with no record while a plugin is missing: no ADD can have run', async () => {
+    const { m, writeConf } = setup();
+    writeConf([{ type: 'bridge', ipam: { type: 'host-local' } }, { type: 'not-installed' }]);
+    expect((await m.attach('sb10', liveNs, spec()))._unsafeUnwrapErr().code).toBe('Unavailable');
+    (await m.detach('sb10', liveNs, spec()))._unsafeUnwrap();
+    expect(calls()).toEqual([]);
+  });
+
   it('undoes a failed ADD with DEL and forgets it', async () => {
     const { m, cacheDir } = setup();
     behave({ 'bridge:ADD': { stdout: added }, 'portmap:ADD': { exit: 1, stdout: { code: 999, msg: 'no iptables' } } });

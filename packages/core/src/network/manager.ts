@@ -196,6 +196,12 @@ export class CniNetworkManager implements NetworkManager {
           );
           return fromPromise(removeCache(this.options.cacheDir, sandboxId), 'removing the CNI record');
         }
+        const missing = missingPlugins(config, this.options.binDirs);
+        if (missing.length > 0 && (lastNetwork?.cniResult ?? null) === null) {
+          // The record is written before any ADD, so none ran; and a DEL could not run without these plugins.
+          this.#log.warn({ sandboxId, missing }, 'CNI DEL skipped: no cached attachment and plugins missing');
+          return okAsync(undefined);
+        }
         const entry: CniCacheEntry = {
           sandboxId,
           ifName: POD_IFNAME,
