@@ -54,6 +54,12 @@ export function docker(args: readonly string[]): string {
   }).trim();
 }
 
+/** The containerd processes the private dockerd manages (their config lives in its exec root). */
+function managedContainerd(): number[] {
+  const config = join(PRIVATE_DOCKERD.execRoot, 'containerd', 'containerd.toml');
+  return [...processes()].filter(([, argv]) => argv[0] === 'containerd' && argv.includes(config)).map(([pid]) => pid);
+}
+
 function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -78,9 +84,14 @@ export class PrivateDockerd {
   /** Starts dockerd (no bridge, no iptables: HCR makes the pod network) and waits until it answers. */
   async start(opts: { liveRestore?: boolean } = {}): Promise<void> {
     if (this.pid() !== null) throw new Error('the private dockerd is already running');
+    if (managedContainerd().length > 0) throw new Error('a containerd of the private dockerd is still running');
     mkdirSync(PRIVATE_DOCKERD.dataRoot, { recursive: true });
     // dockerd refuses to start over a pidfile, even a stale one (as scripts/setup.sh notes).
     rmSync(PRIVATE_DOCKERD.pidfile, { force: true });
+    // It also adopts the containerd named in containerd's pidfile while that pid exists; after
+    // a SIGKILL the old containerd can linger as a zombie (PID 1 here reaps lazily), and dockerd
+    // then waits for a socket nobody serves. The containerd is gone (checked above): drop the file.
+    rmSync(join(PRIVATE_DOCKERD.execRoot, 'containerd', 'containerd.pid'), { force: true });
     const args = [
       '--data-root',
       PRIVATE_DOCKERD.dataRoot,
@@ -107,12 +118,17 @@ export class PrivateDockerd {
     });
   }
 
-  /** SIGKILLs dockerd (its managed containerd dies with it; container shims survive) and waits until it is gone. */
+  /**
+   * SIGKILLs dockerd and waits until it and its managed containerd (killed by
+   * its parent-death signal; container shims survive) are gone: a dockerd
+   * started while the old containerd is still exiting adopts it from the
+   * pidfile and then times out waiting for its socket.
+   */
   async kill(): Promise<void> {
     const pid = this.pid();
     if (pid === null) return;
     process.kill(pid, 'SIGKILL');
-    await waitFor('dockerd to die', async () => (pidAlive(pid) ? undefined : true), 10_000);
+    await this.awaitGone(pid, 10_000);
   }
 
   /** Stops dockerd gracefully (used when the suite ends). */
@@ -120,7 +136,15 @@ export class PrivateDockerd {
     const pid = this.pid();
     if (pid === null) return;
     process.kill(pid, 'SIGTERM');
-    await waitFor('dockerd to stop', async () => (pidAlive(pid) ? undefined : true), 60_000);
+    await this.awaitGone(pid, 60_000);
+  }
+
+  private async awaitGone(pid: number, timeoutMs: number): Promise<void> {
+    await waitFor(
+      'dockerd and its containerd to exit',
+      async () => (pidAlive(pid) || managedContainerd().length > 0 ? undefined : true),
+      timeoutMs,
+    );
   }
 }
 
