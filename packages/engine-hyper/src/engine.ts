@@ -376,25 +376,26 @@ export class HyperEngine implements RuntimeEngine {
       if (record === null) return;
       const pod = this.pods.get(sandbox.id);
       pod?.beginStop();
+      let shutdownSent = false;
       if (pod !== undefined && pod.connected) {
         const running = (await unwrap(pod.listContainers())).filter((c) => c.status === ContainerStatus.RUNNING);
         await Promise.all(running.map((c) => this.stopInPod(pod, c.id, gracePeriodSeconds).catch(() => undefined)));
         // The last word on every container before the VM goes: statuses after this come from it.
         await pod.listContainers().orElse(() => okAsync([]));
-        await pod.request('Shutdown', {}, 10_000).orElse(() => okAsync({}));
+        shutdownSent = (await pod.request('Shutdown', {}, 10_000)).isOk();
       }
-      await this.powerOff(record);
+      await this.powerOff(record, shutdownSent);
       pod?.detach(true);
       this.pods.delete(sandbox.id);
       if (record.netnsPath !== null) await unwrap(disconnectTap(record.netnsPath, record.ifname));
     });
   }
 
-  /** Waits for the VM to end after Shutdown; then QMP quit; then SIGKILL. */
-  private async powerOff(record: SandboxRecord): Promise<void> {
+  /** After a Shutdown the agent powers the VM off; otherwise (or if it does not) QMP quit, then SIGKILL. */
+  private async powerOff(record: SandboxRecord, shutdownSent: boolean): Promise<void> {
     const handle = await unwrap(this.driver.reconnect(record.vmDir));
     if (handle === null) return;
-    const deadline = Date.now() + 10_000;
+    const deadline = Date.now() + (shutdownSent ? 10_000 : 0);
     while (this.driver.isAlive(handle) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     if (!this.driver.isAlive(handle)) return;
     const quit = await this.driver.stop(handle, 5_000);
