@@ -91,7 +91,7 @@ export async function compose(config: HcrConfig, logger: Logger): Promise<Compos
   const opened = await OciImageService.open({
     root: config.images.root,
     registries: config.registries,
-    logger: logger.child({ component: 'images' }),
+    logger,
   });
   if (opened.isErr()) throw new Error(`image store ${config.images.root}: ${opened.error.message}`);
   const images = opened.value;
@@ -100,7 +100,7 @@ export async function compose(config: HcrConfig, logger: Logger): Promise<Compos
     binDirs: config.cni.binDirs,
     netnsDir: join(config.runtimeDir, 'netns'),
     cacheDir: join(config.stateDir, 'cni'),
-    logger: logger.child({ component: 'network' }),
+    logger,
   });
 
   const engines = new Map<string, RuntimeEngine>();

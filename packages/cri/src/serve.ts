@@ -38,7 +38,7 @@ export async function startShim(config: HcrConfig, logger: Logger): Promise<Runn
       address: config.streaming.address,
       port: config.streaming.port,
       tokenTtlMs: config.streaming.tokenTtlSeconds * 1000,
-      logger: logger.child({ component: 'streaming' }),
+      logger,
       ...(tls ? { tls } : {}),
     },
     {
