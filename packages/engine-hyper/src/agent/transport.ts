@@ -32,6 +32,8 @@ export class UnixSocketTransport implements AgentTransport {
         const s = connect(this.path);
         s.once('connect', () => {
           s.removeAllListeners('error');
+          // Until the client attaches its handlers; a failure also ends in 'close', which the client watches.
+          s.on('error', () => undefined);
           resolve(s);
         });
         s.once('error', (e) => {
