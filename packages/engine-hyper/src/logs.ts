@@ -36,6 +36,11 @@ export class LogSink {
     this.refeedFrom = { stdout: parse(saved?.lineStart.stdout), stderr: parse(saved?.lineStart.stderr) };
   }
 
+  /** How far the container's output stream has been fed to the log. */
+  get writtenOffset(): bigint {
+    return this.written;
+  }
+
   /** Where the agent should resume this container's output. */
   resumeOffset(): bigint {
     let r = this.written;

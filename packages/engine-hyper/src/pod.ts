@@ -77,6 +77,8 @@ export class PodVm {
   private readonly ports = new Map<number, PortWatch>();
   /** The agent's last word on each container, for statuses after the VM is gone. */
   private readonly lastKnown = new Map<string, ContainerInfo>();
+  /** Exited containers whose last output is still on its way: flush their log at this offset. */
+  private readonly flushAt = new Map<string, bigint>();
   private nextExecId = 1;
   private nextConnId = 1;
   private reconnectTimer: NodeJS.Timeout | null = null;
@@ -173,6 +175,7 @@ export class PodVm {
   /** Forgets a removed container. */
   forget(containerId: string): void {
     this.lastKnown.delete(containerId);
+    this.flushAt.delete(containerId);
     this.sinks.get(containerId)?.close();
     this.sinks.delete(containerId);
   }
@@ -444,7 +447,13 @@ export class PodVm {
   private subscribe(client: AgentClient): void {
     client.on('Output', (o) => {
       const stream = o.stream === Stream.STDERR ? 'stderr' : 'stdout';
-      this.sinks.get(o.containerId)?.write(stream, o.offset, o.data, o.time);
+      const sink = this.sinks.get(o.containerId);
+      sink?.write(stream, o.offset, o.data, o.time);
+      const at = this.flushAt.get(o.containerId);
+      if (sink !== undefined && at !== undefined && sink.writtenOffset >= at) {
+        this.flushAt.delete(o.containerId);
+        sink.flushPartial(o.time);
+      }
       for (const l of this.outputListeners.get(o.containerId) ?? []) l(o.stream, o.data);
     });
     client.on('ContainerExited', (e) => {
@@ -464,8 +473,12 @@ export class PodVm {
     client.onClose((reason) => this.onLost(client, reason));
   }
 
-  private onExited(info: ContainerInfo): void {
-    this.sinks.get(info.id)?.flushPartial(info.finishedAt);
+  /** `vmGone`: no more output can come, so the log is flushed whatever arrived. */
+  private onExited(info: ContainerInfo, vmGone = false): void {
+    // An unterminated last line is written as a partial record once all output is in (a replay may follow a Hello).
+    const sink = this.sinks.get(info.id);
+    if (sink !== undefined && (vmGone || sink.writtenOffset >= info.outputEnd)) sink.flushPartial(info.finishedAt);
+    else if (sink !== undefined) this.flushAt.set(info.id, info.outputEnd);
     for (const w of [...(this.exitWaiters.get(info.id) ?? [])]) w(info);
     const st = containerStatus(info);
     this.deps.emit({
@@ -496,6 +509,8 @@ export class PodVm {
 
   /** The VM is gone on its own: everything in it died with it. */
   private vmDied(): void {
+    for (const id of this.flushAt.keys()) this.sinks.get(id)?.flushPartial();
+    this.flushAt.clear();
     for (const [id, info] of this.lastKnown) {
       if (info.status !== ContainerStatus.EXITED) {
         const dead = {
@@ -505,7 +520,7 @@ export class PodVm {
           finishedAt: BigInt(Date.now()) * 1_000_000n,
         };
         this.lastKnown.set(id, dead);
-        this.onExited(dead);
+        this.onExited(dead, true);
       }
     }
     const message = `the VM of pod ${this.record.id} exited; console:\n${consoleTail(this.handle.consoleLog)}`;
