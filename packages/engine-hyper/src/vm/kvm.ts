@@ -37,7 +37,8 @@ function kvmDeviceUsable(): boolean {
  * makes the agent print a marker and power off at once. Nested KVM on the
  * hosts here starts trivial guests but hangs (or aborts on MSR writes) with a
  * real kernel, so only the real kernel reaching userspace counts. Bounded:
- * the probe VM is SIGKILLed at the timeout.
+ * the probe VM is stopped at the timeout, and killed a second later by
+ * `timeout(1)` whatever happens to HCR.
  */
 export function probeKvm(t: ProbeTarget): Promise<{ ok: boolean; detail: string; ms: number }> {
   const started = performance.now();
@@ -69,12 +70,15 @@ export function probeKvm(t: ProbeTarget): Promise<{ ok: boolean; detail: string;
   return new Promise((resolve) => {
     let out = '';
     let settled = false;
-    const child = spawn(t.qemuBinary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // coreutils `timeout` bounds the probe even if HCR dies meanwhile (a hung KVM guest would outlive it);
+    // it passes our SIGTERM on to QEMU.
+    const bound = String(Math.ceil(t.timeoutMs / 1000) + 1);
+    const child = spawn('timeout', ['-s', 'KILL', bound, t.qemuBinary, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     const finish = (ok: boolean, detail: string) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       resolve({ ok, detail, ms: Math.round(performance.now() - started) });
     };
     const timer = setTimeout(
