@@ -4,6 +4,9 @@
     render.py summary OUT_DIR        one run's counts, per-spec table and failures (stdout)
     render.py record ENGINE OUT_DIR  store a full run as results/ENGINE.json
     render.py doc [--check]          write docs/conformance.md from results/*.json
+    render.py commit                 the HCR commit a run starting now tests
+
+engines/<ENGINE>.md, when present, is shown above the engine's table.
 
 Every spec that does not pass needs a reason. Reasons come from the rule
 files engines/common.tsv and engines/<ENGINE>.tsv, one rule per line:
@@ -20,6 +23,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,6 +39,37 @@ ENGINE_BLURB = {
     "hyper": "one QEMU microVM per pod, containers run by the guest agent",
     "unikernel": "one unikernel VM per container",
 }
+
+
+# critest area -> the CI tests that check the same behaviour ("cri-docker" and
+# "areas" are the two test files named in the doc).
+CI_COVERAGE = [
+    ("Runtime info", "cri-docker: answers Version and Status"),
+    ("PodSandbox: run, stop, remove", "cri-docker: the whole pod and container lifecycle; the idempotency rules"),
+    ("PodSandbox: sysctls", "cri-docker: DNS config, hostname and sysctls; areas: safe and unsafe namespaced sysctls"),
+    ("Container: create, start, stop, remove, stats",
+     "cri-docker: the whole lifecycle; idempotency rules; resources and stats; OOMKilled"),
+    ("Container: execSync, execSync with timeout", "cri-docker: ExecSync with exit codes, stderr and timeouts"),
+    ("Container: volumes", "cri-docker: env, args, working dir, user and mounts"),
+    ("Container: log, reopen log", "cri-docker: exit codes, reasons and CRI logs; reopens the log after rotation"),
+    ("Image Manager", "cri-docker: the image service; areas: every reference kind and a digest pull, "
+     "one image under three tags and three images, image user as uid or name"),
+    ("Multiple Containers", "areas: exec in each, a log per container, the shared pod network"),
+    ("Networking: DNS, hostname", "cri-docker: DNS config, hostname and sysctls; every pod an IP, pods reach each other"),
+    ("Networking: port mapping", "areas: host port on loopback; container port on the pod IP"),
+    ("Security Context: namespaces",
+     "areas: hostNetwork, hostPID and hostIPC true/false; PodPID and ContainerPID"),
+    ("Security Context: users and groups",
+     "areas: RunAsUser, RunAsGroup, RunAsUserName, SupplementalGroups, groups from the image's /etc/group, "
+     "RunAsGroup without RunAsUser refused"),
+    ("Security Context: capabilities, privileged, read-only rootfs", "cri-docker: applies the security context"),
+    ("Security Context: MaskedPaths, ReadonlyPaths, NoNewPrivs, seccomp",
+     "areas: masked and read-only paths; no_new_privs; RuntimeDefault, Unconfined and Localhost seccomp, "
+     "a profile path without localhost/ refused"),
+    ("Container Mount Propagation", "areas: rprivate, rslave and rshared with host mounts in both directions"),
+    ("Streaming", "areas: exec without and with a terminal (stdin, resize) over SPDY, exec over WebSocket, "
+     "attach, port-forward in a pod and in a host-network pod"),
+]
 
 
 def spec_name(raw):
@@ -137,11 +172,15 @@ def load_rules(engine):
     return rules
 
 
+USED_RULES = set()
+
+
 def explain(spec, rules):
     """The reason for a non-passing spec, or None when no rule covers it."""
     kind = "skip" if spec["status"] == "skipped" else "fail"
-    for k, rx, _text, reason in rules:
+    for k, rx, text, reason in rules:
         if k == kind and rx.search(spec["name"]):
+            USED_RULES.add((k, text))
             return reason
     return None
 
@@ -180,21 +219,38 @@ def git(*args):
         return ""
 
 
+def hcr_commit():
+    """HEAD, marked when the packages differ from it (the run then tested more than the commit)."""
+    commit = git("rev-parse", "--short=12", "HEAD")
+    if git("status", "--porcelain", "--untracked-files=no", "--", "packages"):
+        commit += " (+ uncommitted changes in packages/)"
+    return commit
+
+
 def cmd_record(engine, out):
     specs = parse_junit(os.path.join(out, "junit.xml"))
     command = read_text(os.path.join(out, "command.txt"))
     # Private paths of the run say nothing to a reader of the results.
     command = re.sub(r"/tmp/hcr-critest-[\w.-]+/", "<run dir>/", command)
-    command = re.sub(r"\S*/(junit\.xml|report\.json)", r"<out>/\1", command)
+    command = re.sub(r"=\S*/(junit\.xml|report\.json)", r"=<out>/\1", command)
+    command = command.replace(ROOT + "/", "")
+    if command.startswith(os.environ.get("CRITEST", "\0") + " "):
+        command = "$CRITEST" + command[len(os.environ["CRITEST"]):]
     critest = os.environ.get("CRITEST", "critest")
     version = subprocess.run([critest, "--version"], capture_output=True, text=True).stdout.strip()
-    commit = git("rev-parse", "--short=12", "HEAD")
-    if git("status", "--porcelain", "--untracked-files=no", "--", "packages"):
-        commit += " (+ uncommitted changes in packages/)"
+    version = version.splitlines()[0] if version else ""
+    # run.sh notes the commit when the run starts; the tree may have moved on since.
+    commit = read_text(os.path.join(out, "hcr-commit")) or hcr_commit()
+    suite = ET.parse(os.path.join(out, "junit.xml")).getroot().find("testsuite")
+    started = suite.get("timestamp", "") if suite is not None else ""
+    try:
+        date = datetime.datetime.fromisoformat(started).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     leaks = [line for line in read_text(os.path.join(out, "leaks.txt")).splitlines() if line]
     record = {
         "engine": engine,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": f"{date} {time.strftime('%Z')}",
         "critest": f"cri-tools v1.26.1 ({version or 'no version output'})",
         "hcr_commit": commit,
         "kernel": os.uname().release,
@@ -304,6 +360,23 @@ def cmd_doc(check):
     w("| `gcr.io/k8s-staging-cri-tools/test-image-*` | busybox plus a marker file (distinct image IDs), one image under three tags, and `USER` 1002 / www-data / 1003:1004 / www-data:1004 / 1000 with a supplementary group 50000 |")
     w("")
 
+    w("## The CI suite")
+    w("")
+    w("critest is not run in CI (its binary is not part of the repository). Two integration test")
+    w("files check the same behaviours through the real CRI socket on the docker engine, with real")
+    w("SPDY and WebSocket streaming clients, on every submission:")
+    w("`packages/cri/test/cri-docker.integration.test.ts` and")
+    w("`packages/cri/test/conformance-areas.integration.test.ts`. Both check after every test that")
+    w("the shim left no container, network namespace, mount, veth or CNI address behind.")
+    w("")
+    w("| critest area | covered by |")
+    w("|---|---|")
+    for area, tests in CI_COVERAGE:
+        w(f"| {area} | {tests} |")
+    w("")
+    w("Run them with `npx vitest run --project integration packages/cri/test/cri-docker.integration.test.ts")
+    w("packages/cri/test/conformance-areas.integration.test.ts`.")
+    w("")
     w("## Per-spec results")
     w("")
     w("`pass`, `fail` or `skip`, with the reason for every spec that does not pass. Times are")
@@ -319,6 +392,16 @@ def cmd_doc(check):
         if rec["leaks"]:
             w("")
             w("**Left behind after the run:** " + "; ".join(md_escape(x) for x in rec["leaks"]))
+        w("")
+        w(f"Reproduce: `CRITEST=/path/to/critest bash test/conformance/run.sh {engine}`, which ran")
+        w("")
+        w("```")
+        w(rec["command"])
+        w("```")
+        notes = read_text(os.path.join(HERE, "engines", f"{engine}.md"))
+        if notes:
+            w("")
+            w(notes)
         w("")
         w("| area | spec | result | s | reason |")
         w("|---|---|---|---|---|")
@@ -344,6 +427,12 @@ def cmd_doc(check):
     with open(DOC, "w", encoding="utf-8") as f:
         f.write("\n".join(out))
     print(f"wrote {DOC}")
+    # A rule no result needs any more (the spec passes now) is stale.
+    for engine in records:
+        for kind, _rx, text, _reason in load_rules(engine):
+            if (kind, text) not in USED_RULES:
+                print(f"note: {engine}: rule '{kind} {text}' explains no spec of the recorded runs; remove it if it is stale",
+                      file=sys.stderr)
     if unexplained:
         print(f"{len(unexplained)} spec(s) without a reason:", file=sys.stderr)
         for engine, name in unexplained:
@@ -359,6 +448,9 @@ def main(argv):
         return 0
     if len(argv) >= 3 and argv[0] == "record":
         cmd_record(argv[1], argv[2])
+        return 0
+    if argv and argv[0] == "commit":
+        print(hcr_commit())
         return 0
     if argv and argv[0] == "doc":
         return cmd_doc("--check" in argv[1:])

@@ -227,20 +227,38 @@ find_leaks() { # ENGINE WORKDIR BRIDGE
 # make them with ipcmk on the host and never remove them.
 shm_ids() { awk 'NR > 1 && $4 == 1048576 && $7 == 0 { print $2 }' /proc/sysvipc/shm | sort; }
 
+# The run in progress, for teardown after an interrupt.
+CUR_W=
+CUR_BRIDGE=
+teardown() { # [LEAKS_FILE]
+	[[ -n $CUR_W ]] || return 0
+	[[ -n $HCR_PID ]] && remove_pods "$CUR_W/hcr.sock" "${1:-/dev/null}"
+	stop_hcr
+	[[ -n ${1:-} ]] && find_leaks "$CUR_ENGINE" "$CUR_W" "$CUR_BRIDGE" >>"$1"
+	umount --lazy "$CUR_W/run/netns" 2>/dev/null
+	ip link del "$CUR_BRIDGE" 2>/dev/null
+	rm -rf "$CUR_W"
+	CUR_W=
+}
+trap 'log "interrupted; stopping hcr and removing its pods"; teardown; exit 130' INT TERM
+
 run_engine() { # ENGINE INDEX
 	local engine=$1 idx=$2 out=$OUT/$1 w bridge subnet rc=0 start end
 	local -a skips cmd seed=()
 	mkdir -p "$out"
 	w=$(mktemp -d "/tmp/hcr-critest-$engine.XXXXXX")
+	# One bridge and subnet per engine, so that a leftover of one run cannot
+	# be mistaken for a leak of another.
 	bridge=hcrconf$idx
 	subnet=10.201.$idx.0/24
+	CUR_W=$w CUR_BRIDGE=$bridge CUR_ENGINE=$engine
 	[[ -f $HERE/engines/$engine.yaml ]] || die "no test-images file engines/$engine.yaml"
 	write_config "$engine" "$w" "$bridge" "$subnet"
+	python3 "$HERE/render.py" commit >"$out/hcr-commit"
 	cp "$w/config.toml" "$w/cni/10-conformance.conflist" "$out/"
 	log "$engine: starting hcr (work dir $w)"
 	if ! start_hcr "$w" "$out/hcr.log"; then
-		stop_hcr
-		rm -rf "$w"
+		teardown
 		log "$engine: hcr serve failed to start; see $out/hcr.log"
 		return 2
 	fi
@@ -266,18 +284,13 @@ run_engine() { # ENGINE INDEX
 	rm -f "$out/.shm-before"
 
 	: >"$out/leaks.txt"
-	remove_pods "$w/hcr.sock" "$out/leaks.txt"
-	stop_hcr
-	find_leaks "$engine" "$w" "$bridge" >>"$out/leaks.txt"
+	teardown "$out/leaks.txt"
 	if [[ -s $out/leaks.txt ]]; then
 		log "$engine: LEAKS:"
 		sed 's/^/  /' "$out/leaks.txt" >&2
 		rc=1
 	fi
 	echo "$((end - start))" >"$out/seconds"
-	umount --lazy "$w/run/netns" 2>/dev/null
-	ip link del "$bridge" 2>/dev/null
-	rm -rf "$w"
 
 	python3 "$HERE/render.py" summary "$out" >"$out/summary.txt" || rc=2
 	cat "$out/summary.txt"
@@ -288,8 +301,9 @@ run_engine() { # ENGINE INDEX
 }
 
 status=0
-for i in "${!RUN[@]}"; do
-	run_engine "${RUN[$i]}" "$i"
+for engine in "${RUN[@]}"; do
+	for i in "${!ENGINES[@]}"; do [[ ${ENGINES[$i]} == "$engine" ]] && idx=$i; done
+	run_engine "$engine" "$idx"
 	rc=$?
 	((rc > status)) && status=$rc
 done
