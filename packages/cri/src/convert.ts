@@ -166,6 +166,12 @@ export function containerSpecFromWire(config: ContainerConfig__Output | null): C
     throw errors.invalidArgument('config.image.image is required', 'config.image');
   }
   const sc = config.linux?.securityContext ?? null;
+  if (sc?.runAsGroup && !sc.runAsUser && (sc.runAsUsername ?? '') === '') {
+    throw errors.invalidArgument(
+      'run_as_group is set without run_as_user or run_as_username; a group alone cannot pick the user to run as',
+      'config.linux.security_context.run_as_group',
+    );
+  }
   const security: ContainerSecurity = {
     privileged: sc?.privileged ?? false,
     capabilities: {
