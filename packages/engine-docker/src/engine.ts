@@ -340,13 +340,14 @@ export class DockerEngine implements RuntimeEngine {
         log: this.logOptions,
         seccompProfile,
         canLowerOomScore: host.canLowerOomScore,
+        // Emulated whenever the host lacks capabilities: it also bounds `CapAdd: ALL`.
         privileged:
-          !sec.privileged || host.missingCapabilities.length === 0
+          host.missingCapabilities.length === 0
             ? { kind: 'native' }
             : {
                 kind: 'emulated',
                 dropCapabilities: host.missingCapabilities,
-                devices: await hostDevices(),
+                devices: sec.privileged ? await hostDevices() : [],
                 reason: `the host's capability bounding set lacks ${host.missingCapabilities.join(', ')}, so Docker's privileged mode cannot start`,
               },
       });

@@ -351,6 +351,18 @@ function privilegedHostConfig(
   };
 }
 
+/**
+ * CapDrop for an unprivileged container. Docker expands `CapAdd: ALL` to every
+ * capability the kernel knows; where the host's bounding set lacks some (see
+ * {@link PrivilegedMode}), those are dropped again so runc can start it.
+ */
+function capDrop(sec: ContainerSecurity, mode: PrivilegedMode): string[] {
+  const drop = sec.capabilities.drop.map(dockerCapability);
+  const addsAll = sec.capabilities.add.some((c) => dockerCapability(c) === 'ALL');
+  if (!addsAll || mode.kind === 'native' || drop.includes('ALL')) return drop;
+  return [...new Set([...drop, ...mode.dropCapabilities])];
+}
+
 /** The Docker create request for an app container. */
 export function containerCreateOptions(
   c: ContainerRef,
@@ -381,7 +393,7 @@ export function containerCreateOptions(
           Privileged: false,
           Devices: devices,
           CapAdd: sec.capabilities.add.map(dockerCapability),
-          CapDrop: sec.capabilities.drop.map(dockerCapability),
+          CapDrop: capDrop(sec, ctx.privileged),
           SecurityOpt: secOpts.value,
           // Empty lists keep Docker's defaults: CRI cannot tell "unset" from "none" here.
           ...(sec.maskedPaths.length > 0 ? { MaskedPaths: [...sec.maskedPaths] } : {}),
