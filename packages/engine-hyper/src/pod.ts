@@ -210,46 +210,80 @@ export class PodVm {
     });
   }
 
-  /** Runs a process in a container with the given streams; resolves with its exit code. */
-  exec(containerId: string, process: Process, io: StreamIO): Promise<number> {
+  /**
+   * Starts an exec and resolves with its exit code. The agent's reply and
+   * the exec's exit can arrive in one read (a process that fails at once);
+   * an exit seen before the reply was handled waits for it, so a failed
+   * start is an error, never an exit code.
+   */
+  private runExec(
+    containerId: string,
+    process: Process,
+    onOutput: (stream: number, data: Buffer) => void,
+    onStarted: (execId: number) => void,
+  ): { execId: number; exited: Promise<number> } {
     const execId = this.nextExecId++;
-    return new Promise<number>((resolve, reject) => {
-      const cleanup = () => {
-        this.execs.delete(execId);
-        io.stdin?.removeListener('data', onStdin);
-        io.stdin?.removeListener('end', onStdinEnd);
-      };
+    const exited = new Promise<number>((resolve, reject) => {
+      let started = false;
+      let earlyExit: number | null = null;
       this.execs.set(execId, {
-        onOutput: (stream, data) => (stream === Stream.STDERR && !io.tty ? io.stderr : io.stdout)?.write(data),
+        onOutput,
         onExit: (code) => {
-          cleanup();
+          if (!started) {
+            earlyExit = code;
+            return;
+          }
+          this.execs.delete(execId);
           resolve(code);
         },
         onLost: (e) => {
-          cleanup();
+          this.execs.delete(execId);
           reject(e.withContext(`exec in ${containerId}`));
         },
       });
-      const onStdin = (chunk: Buffer) => this.sendStdin(containerId, execId, chunk, false);
-      const onStdinEnd = () => this.sendStdin(containerId, execId, Buffer.alloc(0), true);
-      void this.request('Exec', {
-        containerId,
-        execId,
-        process: { ...process, tty: io.tty, stdin: io.stdin !== null },
-      }).match(
+      void this.request('Exec', { containerId, execId, process }).match(
         () => {
-          io.stdin?.on('data', onStdin);
-          io.stdin?.on('end', onStdinEnd);
-          io.onResize((size) =>
-            this.client?.notify('Resize', { containerId, execId, rows: size.height, cols: size.width }),
-          );
+          started = true;
+          if (earlyExit !== null) {
+            this.execs.delete(execId);
+            resolve(earlyExit);
+            return;
+          }
+          onStarted(execId);
         },
         (e) => {
-          cleanup();
+          this.execs.delete(execId);
           reject(e);
         },
       );
     });
+    return { execId, exited };
+  }
+
+  /** Runs a process in a container with the given streams; resolves with its exit code. */
+  async exec(containerId: string, process: Process, io: StreamIO): Promise<number> {
+    let execId = 0;
+    const onStdin = (chunk: Buffer) => this.sendStdin(containerId, execId, chunk, false);
+    const onStdinEnd = () => this.sendStdin(containerId, execId, Buffer.alloc(0), true);
+    const { exited } = this.runExec(
+      containerId,
+      { ...process, tty: io.tty, stdin: io.stdin !== null },
+      (stream, data) => (stream === Stream.STDERR && !io.tty ? io.stderr : io.stdout)?.write(data),
+      (id) => {
+        execId = id;
+        io.stdin?.on('data', onStdin);
+        io.stdin?.on('end', onStdinEnd);
+        io.onResize((size) =>
+          this.client?.notify('Resize', { containerId, execId: id, rows: size.height, cols: size.width }),
+        );
+      },
+    );
+    try {
+      return await exited;
+    } finally {
+      io.stdin?.removeListener('data', onStdin);
+      io.stdin?.removeListener('end', onStdinEnd);
+    }
   }
 
   /**
@@ -257,49 +291,43 @@ export class PodVm {
    * bytes per stream). With a timeout, the process is SIGKILLed when it runs
    * out and the call fails with DeadlineExceeded.
    */
-  execSync(containerId: string, process: Process, timeoutMs: number, maxOutput: number): Promise<ExecSyncResult> {
-    const execId = this.nextExecId++;
+  async execSync(containerId: string, process: Process, timeoutMs: number, maxOutput: number): Promise<ExecSyncResult> {
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     const size = { out: 0, err: 0 };
-    return new Promise<ExecSyncResult>((resolve, reject) => {
-      let timer: NodeJS.Timeout | null = null;
-      const cleanup = () => {
-        this.execs.delete(execId);
-        if (timer !== null) clearTimeout(timer);
-      };
-      this.execs.set(execId, {
-        onOutput: (stream, data) => {
-          const key = stream === Stream.STDERR ? 'err' : 'out';
-          const room = maxOutput - size[key];
-          if (room <= 0) return;
-          (key === 'err' ? err : out).push(data.subarray(0, room));
-          size[key] += Math.min(room, data.length);
-        },
-        onExit: (exitCode) => {
-          cleanup();
-          resolve({ stdout: Buffer.concat(out), stderr: Buffer.concat(err), exitCode });
-        },
-        onLost: (e) => {
-          cleanup();
-          reject(e.withContext(`exec in ${containerId}`));
-        },
-      });
-      void this.request('Exec', { containerId, execId, process: { ...process, tty: false, stdin: false } }).match(
-        () => {
-          if (timeoutMs <= 0) return;
-          timer = setTimeout(() => {
-            cleanup();
-            void this.request('SignalExec', { execId, signal: 9 });
-            reject(errors.deadlineExceeded(`command in ${containerId} timed out after ${timeoutMs / 1000} s`));
-          }, timeoutMs);
-        },
-        (e) => {
-          cleanup();
-          reject(e);
-        },
-      );
+    let timer: NodeJS.Timeout | null = null;
+    let timedOut: (() => void) | null = null;
+    const timeout = new Promise<never>((_, reject) => {
+      timedOut = () =>
+        reject(errors.deadlineExceeded(`command in ${containerId} timed out after ${timeoutMs / 1000} s`));
     });
+    const { exited } = this.runExec(
+      containerId,
+      { ...process, tty: false, stdin: false },
+      (stream, data) => {
+        const key = stream === Stream.STDERR ? 'err' : 'out';
+        const room = maxOutput - size[key];
+        if (room <= 0) return;
+        (key === 'err' ? err : out).push(data.subarray(0, room));
+        size[key] += Math.min(room, data.length);
+      },
+      (execId) => {
+        if (timeoutMs <= 0) return;
+        timer = setTimeout(() => {
+          this.execs.delete(execId);
+          void this.request('SignalExec', { execId, signal: 9 });
+          timedOut?.();
+        }, timeoutMs);
+      },
+    );
+    // After a timeout nobody awaits the exit any more; a later failure of it must not go unhandled.
+    exited.catch(() => undefined);
+    try {
+      const exitCode = await Promise.race([exited, timeout]);
+      return { stdout: Buffer.concat(out), stderr: Buffer.concat(err), exitCode };
+    } finally {
+      if (timer !== null) clearTimeout(timer);
+    }
   }
 
   /**
