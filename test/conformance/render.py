@@ -62,7 +62,8 @@ CI_COVERAGE = [
     ("Security Context: users and groups",
      "areas: RunAsUser, RunAsGroup, RunAsUserName, SupplementalGroups, groups from the image's /etc/group, "
      "RunAsGroup without RunAsUser refused"),
-    ("Security Context: capabilities, privileged, read-only rootfs", "cri-docker: applies the security context"),
+    ("Security Context: capabilities, privileged, read-only rootfs",
+     "cri-docker: applies the security context; areas: adding ALL capabilities, dropping ALL"),
     ("Security Context: MaskedPaths, ReadonlyPaths, NoNewPrivs, seccomp",
      "areas: masked and read-only paths; no_new_privs; RuntimeDefault, Unconfined and Localhost seccomp, "
      "a profile path without localhost/ refused"),

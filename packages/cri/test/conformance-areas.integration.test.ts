@@ -412,6 +412,32 @@ describe('critest areas over the CRI socket (docker engine)', () => {
       expect((await sh(cid, 'touch /tmp/x && echo ok')).out).toBe('ok\n');
     });
 
+    it('adds ALL capabilities (as many as a privileged container gets) and drops ALL', async () => {
+      const caps = async (cid: string, field: 'CapEff' | 'CapBnd') => {
+        const hex = new RegExp(`^${field}:\\s*([0-9a-f]+)$`, 'm').exec(
+          (await sh(cid, 'cat /proc/self/status')).out,
+        )?.[1];
+        return BigInt(`0x${hex ?? 'x'}`);
+      };
+      // Nothing can exceed HCR's own bounding set, which may lack some (CAP_SYS_RESOURCE here).
+      const hostBounding = BigInt(
+        `0x${/^CapBnd:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1]}`,
+      );
+      const CAP_SYS_ADMIN = 1n << 21n;
+      const pod = await runPod();
+      const all = await caps(
+        await runContainer(pod, securityContext({ capabilities: { addCapabilities: ['ALL'] } })),
+        'CapEff',
+      );
+      const privileged = await caps(await runContainer(pod, securityContext({ privileged: true })), 'CapEff');
+      expect(all & CAP_SYS_ADMIN).toBe(CAP_SYS_ADMIN);
+      expect(all & ~hostBounding).toBe(0n);
+      expect(all).toBe(privileged);
+      const none = await runContainer(pod, securityContext({ capabilities: { dropCapabilities: ['ALL'] } }));
+      expect(await caps(none, 'CapBnd')).toBe(0n);
+      expect(await caps(none, 'CapEff')).toBe(0n);
+    });
+
     it('sets no_new_privs only when NoNewPrivs is true', async () => {
       const pod = await runPod();
       const on = await runContainer(pod, securityContext({ noNewPrivs: true }));
