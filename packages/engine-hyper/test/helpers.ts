@@ -272,11 +272,28 @@ export class Harness {
   }
 }
 
-/** Unmounts what core's services mounted under the harness dir and deletes it. */
+/**
+ * Removes everything under the harness dir, also after a failed test: QEMU
+ * processes started there (SIGKILL by pid), pod networks left in its netns
+ * dir (CNI DEL, so no IP stays reserved), mounts, then the files.
+ */
 export async function closeHarness(h: Harness): Promise<void> {
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (cmd.includes('qemu-system') && cmd.includes(h.dir)) process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const nsDir = join(h.dir, 'netns');
+  for (const id of existsSync(nsDir) ? readdirSync(nsDir).filter((n) => !n.startsWith('.')) : []) {
+    await h.network.detach(id, join(nsDir, id), podSpec());
+    await h.network.removeNetns(join(nsDir, id));
+  }
   for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n').reverse()) {
     const mp = line.split(' ')[4];
-    if (mp !== undefined && mp.startsWith(h.dir)) await ok(run(['umount', '-l', mp]));
+    if (mp !== undefined && mp.startsWith(h.dir)) await run(['umount', '-l', mp]);
   }
   rmSync(h.dir, { recursive: true, force: true });
 }

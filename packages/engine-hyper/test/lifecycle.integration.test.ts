@@ -61,14 +61,18 @@ describe('hyper engine: container lifecycle in one pod VM', () => {
   });
 
   afterAll(async () => {
-    if (engine !== undefined) {
-      await ok(engine.stopSandbox(pod, 0));
-      await h.dropNetwork(pod);
-      await ok(engine.removeSandbox(pod));
-      await engine.close();
-      expect(await h.leaks()).toEqual([]);
+    // The harness goes even when teardown or the leak check fails, so a failed run leaves nothing.
+    try {
+      if (engine !== undefined) {
+        await ok(engine.stopSandbox(pod, 0));
+        await h.dropNetwork(pod);
+        await ok(engine.removeSandbox(pod));
+        await engine.close();
+        expect(await h.leaks()).toEqual([]);
+      }
+    } finally {
+      await closeHarness(h);
     }
-    await closeHarness(h);
   });
 
   const start = async (c: ContainerRef) => {

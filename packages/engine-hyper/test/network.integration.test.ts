@@ -49,20 +49,24 @@ describe('hyper engine: pod network', () => {
   });
 
   afterAll(async () => {
-    if (clientNs.path !== '') {
-      await ok(h.network.detach(clientNs.id, clientNs.path, podSpec({ name: 'client' })));
-      await ok(h.network.removeNetns(clientNs.path));
+    // The harness goes even when teardown or the leak check fails, so a failed run leaves nothing.
+    try {
+      if (clientNs.path !== '') {
+        await ok(h.network.detach(clientNs.id, clientNs.path, podSpec({ name: 'client' })));
+        await ok(h.network.removeNetns(clientNs.path));
+      }
+      await ok(engine.stopSandbox(pod, 0));
+      const netnsPath = pod.network.netnsPath ?? '';
+      // The TAP is gone with the stopped VM, before core tears the namespace down.
+      const links = await ok(run(['nsenter', `--net=${netnsPath}`, '--', 'ip', '-j', 'link', 'show']));
+      expect((JSON.parse(links.stdout) as { ifname: string }[]).map((l) => l.ifname)).not.toContain(TAP_NAME);
+      await h.dropNetwork(pod);
+      await ok(engine.removeSandbox(pod));
+      await engine.close();
+      expect(await h.leaks()).toEqual([]);
+    } finally {
+      await closeHarness(h);
     }
-    await ok(engine.stopSandbox(pod, 0));
-    const netnsPath = pod.network.netnsPath ?? '';
-    // The TAP is gone with the stopped VM, before core tears the namespace down.
-    const links = await ok(run(['nsenter', `--net=${netnsPath}`, '--', 'ip', '-j', 'link', 'show']));
-    expect((JSON.parse(links.stdout) as { ifname: string }[]).map((l) => l.ifname)).not.toContain(TAP_NAME);
-    await h.dropNetwork(pod);
-    await ok(engine.removeSandbox(pod));
-    await engine.close();
-    expect(await h.leaks()).toEqual([]);
-    await closeHarness(h);
   });
 
   it('gives the guest the CNI address and answers HTTP from the host by pod IP', async () => {
