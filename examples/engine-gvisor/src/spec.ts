@@ -8,6 +8,7 @@ import {
   type NamespaceMode,
   type SandboxRef,
   type SandboxSpec,
+  containerCapabilities,
 } from '@hcr/core';
 import { err, ok, type Result } from 'neverthrow';
 import { match } from 'ts-pattern';
@@ -25,56 +26,6 @@ import type { ResolvedUser } from './user.js';
 
 /** PATH for containers whose image sets none (the one Docker and containerd use). */
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-
-/** The capabilities containerd and Docker give a non-privileged container. */
-export const DEFAULT_CAPABILITIES: readonly string[] = [
-  'CAP_CHOWN',
-  'CAP_DAC_OVERRIDE',
-  'CAP_FSETID',
-  'CAP_FOWNER',
-  'CAP_MKNOD',
-  'CAP_NET_RAW',
-  'CAP_SETGID',
-  'CAP_SETUID',
-  'CAP_SETFCAP',
-  'CAP_SETPCAP',
-  'CAP_NET_BIND_SERVICE',
-  'CAP_SYS_CHROOT',
-  'CAP_KILL',
-  'CAP_AUDIT_WRITE',
-];
-
-/** Every capability name runsc knows; `ALL` in a CRI add list expands to these. */
-const ALL_CAPABILITIES: readonly string[] = [
-  ...DEFAULT_CAPABILITIES,
-  'CAP_DAC_READ_SEARCH',
-  'CAP_LINUX_IMMUTABLE',
-  'CAP_NET_BROADCAST',
-  'CAP_NET_ADMIN',
-  'CAP_IPC_LOCK',
-  'CAP_IPC_OWNER',
-  'CAP_SYS_MODULE',
-  'CAP_SYS_RAWIO',
-  'CAP_SYS_PTRACE',
-  'CAP_SYS_PACCT',
-  'CAP_SYS_ADMIN',
-  'CAP_SYS_BOOT',
-  'CAP_SYS_NICE',
-  'CAP_SYS_RESOURCE',
-  'CAP_SYS_TIME',
-  'CAP_SYS_TTY_CONFIG',
-  'CAP_LEASE',
-  'CAP_AUDIT_CONTROL',
-  'CAP_MAC_OVERRIDE',
-  'CAP_MAC_ADMIN',
-  'CAP_SYSLOG',
-  'CAP_WAKE_ALARM',
-  'CAP_BLOCK_SUSPEND',
-  'CAP_AUDIT_READ',
-  'CAP_PERFMON',
-  'CAP_BPF',
-  'CAP_CHECKPOINT_RESTORE',
-];
 
 /** Where the pause root filesystem lives and how the sandbox is confined on the host. */
 export interface SandboxSpecOptions {
@@ -270,28 +221,9 @@ export function mergeEnv(image: readonly string[], cri: readonly { key: string; 
   return [...env].map(([k, v]) => `${k}=${v}`);
 }
 
-/** The container's capability set: the defaults, then CRI drops, then CRI adds (`ALL` allowed in both). */
+/** The container's capability set under CRI rules (core's one implementation, as containerd orders it). */
 export function capabilities(add: readonly string[], drop: readonly string[]): Result<string[], HcrError> {
-  const names = (list: readonly string[], field: string): Result<string[] | 'ALL', HcrError> => {
-    const out: string[] = [];
-    for (const raw of list) {
-      const upper = raw.trim().toUpperCase();
-      if (upper === 'ALL') return ok('ALL');
-      const name = upper.startsWith('CAP_') ? upper : `CAP_${upper}`;
-      if (!ALL_CAPABILITIES.includes(name)) {
-        return err(errors.invalidArgument(`unknown capability ${JSON.stringify(raw)}`, field));
-      }
-      out.push(name);
-    }
-    return ok(out);
-  };
-  const added = names(add, 'config.linux.security_context.capabilities.add_capabilities');
-  if (added.isErr()) return err(added.error);
-  const dropped = names(drop, 'config.linux.security_context.capabilities.drop_capabilities');
-  if (dropped.isErr()) return err(dropped.error);
-  let set = dropped.value === 'ALL' ? [] : DEFAULT_CAPABILITIES.filter((c) => !dropped.value.includes(c));
-  set = added.value === 'ALL' ? [...ALL_CAPABILITIES] : [...new Set([...set, ...added.value])];
-  return ok(set);
+  return containerCapabilities(add, drop);
 }
 
 function capabilitySet(caps: readonly string[]): OciCapabilities {

@@ -1,9 +1,8 @@
-import type { ImageConfig, SandboxRef } from '@hcr/core';
+import { DEFAULT_CAPABILITIES, type ImageConfig, type SandboxRef } from '@hcr/core';
 import { containerSpec, defaultSecurity, podSpec } from '@hcr/core/testing';
 import { describe, expect, it } from 'vitest';
 import { CriAnnotation } from '../src/oci.js';
 import {
-  DEFAULT_CAPABILITIES,
   capabilities,
   containerNamespaces,
   containerOciSpec,
@@ -183,7 +182,7 @@ describe('containerOciSpec', () => {
     expect(spec.process.user).toEqual({ uid: 33, gid: 33, additionalGids: [4] });
     expect(spec.process.cwd).toBe('/srv');
     expect(spec.process.env).toEqual(['PATH=/usr/bin:/bin', 'LANG=C', 'MODE=prod', 'HOSTNAME=web-0', 'HOME=/var/www']);
-    expect(spec.process.capabilities.bounding).toEqual(DEFAULT_CAPABILITIES);
+    expect([...spec.process.capabilities.bounding].sort()).toEqual([...DEFAULT_CAPABILITIES].sort());
     expect(spec.process.capabilities.inheritable).toEqual([]);
     expect(spec.annotations).toMatchObject({
       [CriAnnotation.containerType]: 'container',
