@@ -7,14 +7,13 @@ import {
   OciImageService,
   RuntimeService,
   SqliteStateStore,
-  emptyResources,
+  newContainerSpec,
+  newSandboxSpec,
   parseCriLogLine,
   silentLogger,
-  type ContainerSpec,
   type Logger,
   type ResultAsync,
   type HcrError,
-  type SandboxSpec,
 } from '@hcr/core';
 import { registration as docker } from '@hcr/engine-docker';
 
@@ -70,65 +69,18 @@ export async function runPodAndReadLogs(
   let podId = '';
   try {
     await must(images.pull(opts.image));
-    const pod: SandboxSpec = {
-      metadata: { name: 'embedded', uid: `uid-${Date.now()}`, namespace: 'default', attempt: 0 },
-      hostname: 'embedded',
-      logDirectory: logDir,
-      dns: null,
-      portMappings: [],
-      labels: {},
-      annotations: {},
-      runtimeHandler: '',
-      linux: {
-        cgroupParent: '',
-        sysctls: {},
-        namespaces: { network: 'pod', pid: 'container', ipc: 'pod', targetId: '' },
-        privileged: false,
-        runAsUser: null,
-        runAsGroup: null,
-        supplementalGroups: [],
-        readonlyRootfs: false,
-        seccomp: null,
-        overhead: null,
-        resources: null,
-      },
-    };
+    const pod = newSandboxSpec(
+      { name: 'embedded', uid: `uid-${Date.now()}`, namespace: 'default', attempt: 0 },
+      { logDirectory: logDir },
+    );
+
     podId = await must(runtime.runPodSandbox(pod));
     const podIp = (await must(runtime.podSandboxStatus(podId))).record.network.ips[0] ?? '';
-    const container: ContainerSpec = {
-      metadata: { name: 'hello', attempt: 0 },
-      image: opts.image,
+    const container = newContainerSpec('hello', opts.image, {
       command: ['sh', '-c', 'echo "hello from $(hostname)"'],
-      args: [],
-      workingDir: '',
-      envs: [],
-      mounts: [],
-      devices: [],
-      labels: {},
-      annotations: {},
       logPath: 'hello.log',
-      stdin: false,
-      stdinOnce: false,
-      tty: false,
-      linux: {
-        resources: emptyResources,
-        security: {
-          privileged: false,
-          capabilities: { add: [], drop: [] },
-          namespaces: { network: 'pod', pid: 'container', ipc: 'pod', targetId: '' },
-          runAsUser: null,
-          runAsUsername: '',
-          runAsGroup: null,
-          supplementalGroups: [],
-          readonlyRootfs: false,
-          noNewPrivs: false,
-          maskedPaths: [],
-          readonlyPaths: [],
-          seccomp: null,
-          apparmor: null,
-        },
-      },
-    };
+    });
+
     const cid = await must(runtime.createContainer(podId, container));
     await must(runtime.startContainer(cid));
     let status = await must(runtime.containerStatus(cid));

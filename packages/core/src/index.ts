@@ -11,6 +11,7 @@ export * from './store/records.js';
 export { SqliteStateStore } from './store/sqlite.js';
 export * from './logs/cri-log.js';
 export * from './capabilities.js';
+export * from './builders.js';
 export * from './network/types.js';
 export * from './network/index.js';
 export * from './images/types.js';

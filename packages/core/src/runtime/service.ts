@@ -41,7 +41,8 @@ import type {
   SandboxSpec,
   SandboxStats,
 } from '../types.js';
-import { emptyResources, nowNanos } from '../types.js';
+import { nowNanos } from '../types.js';
+import { newContainerSpec, newSandboxSpec } from '../builders.js';
 import { faultPoint } from './faults.js';
 import { KeyedLock } from './keyed-lock.js';
 import { podFilePaths, writePodFiles } from './pod-files.js';
@@ -1109,69 +1110,16 @@ async function unwrap<T>(r: ResultAsync<T, HcrError>): Promise<T> {
   return v.value;
 }
 
-const emptySpec: SandboxSpec = {
-  metadata: { name: '', uid: '', namespace: '', attempt: 0 },
-  hostname: '',
-  logDirectory: '',
-  dns: null,
-  portMappings: [],
-  labels: {},
-  annotations: {},
-  runtimeHandler: '',
-  linux: {
-    cgroupParent: '',
-    sysctls: {},
-    namespaces: { network: 'pod', pid: 'pod', ipc: 'pod', targetId: '' },
-    privileged: false,
-    runAsUser: null,
-    runAsGroup: null,
-    supplementalGroups: [],
-    readonlyRootfs: false,
-    seccomp: null,
-    overhead: null,
-    resources: null,
-  },
-};
+const emptySpec: SandboxSpec = newSandboxSpec({ name: '', uid: '', namespace: '', attempt: 0 });
 
 /** A minimal ref for removing an engine object that no record owns (engines find objects by id). */
 function orphanSandboxRef(id: string, runtimeDir: string): SandboxRef {
   return { id, spec: emptySpec, network: emptyNetwork, files: podFilePaths(runtimeDir), engineData: {}, runtimeDir };
 }
 
-const emptySecurity: ContainerSpec['linux']['security'] = {
-  privileged: false,
-  capabilities: { add: [], drop: [] },
-  namespaces: { network: 'pod', pid: 'container', ipc: 'pod', targetId: '' },
-  runAsUser: null,
-  runAsUsername: '',
-  runAsGroup: null,
-  supplementalGroups: [],
-  readonlyRootfs: false,
-  noNewPrivs: false,
-  maskedPaths: [],
-  readonlyPaths: [],
-  seccomp: null,
-  apparmor: null,
-};
-
 function orphanContainerRef(id: string): ContainerRef {
-  const spec: ContainerSpec = {
-    metadata: { name: '', attempt: 0 },
-    image: '',
-    command: [],
-    args: [],
-    workingDir: '',
-    envs: [],
-    mounts: [],
-    devices: [],
-    labels: {},
-    annotations: {},
-    logPath: '',
-    stdin: false,
-    stdinOnce: false,
-    tty: false,
-    linux: { resources: emptyResources, security: emptySecurity },
-  };
+  const spec = newContainerSpec('', '');
+
   const image: ImageInfo = {
     id: '',
     repoTags: [],
