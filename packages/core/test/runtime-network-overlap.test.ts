@@ -17,8 +17,10 @@ import {
 } from '../src/index.js';
 import { podSpec } from '../src/testing/specs.js';
 
-// RunPodSandbox with an engine that declares sandboxBeforeNetwork: the infra
-// unit starts while CNI ADD runs, and a failure of either side is undone.
+// RunPodSandbox and StopPodSandbox with an engine that declares
+// sandboxBeforeNetwork: the infra unit starts while CNI ADD runs and stops
+// while CNI DEL runs, and a failure of either side is undone or reported
+// only once both are done.
 
 const caps: EngineCapabilities = {
   hostNetwork: true,
@@ -53,6 +55,8 @@ class Host {
   readonly netns = new Set<string>();
   readonly attached = new Set<string>();
   add = deferred<PodNetwork | HcrError>();
+  /** Set to hold the engine's stopSandbox open until the test settles it. */
+  stop: ReturnType<typeof deferred<HcrError | null>> | null = null;
   engineFails = false;
   seenNetwork: PodNetwork | null = null;
 
@@ -102,7 +106,15 @@ class Host {
         this.sandboxes.add(s.id);
         return okAsync({ engineData: { infra: 'pause' } });
       },
-      stopSandbox: () => okAsync(undefined),
+      stopSandbox: () => {
+        this.events.push('engine:stop');
+        const held = this.stop;
+        if (held === null) return okAsync(undefined);
+        return ResultAsync.fromSafePromise(held.promise).andThen((e) => {
+          this.events.push('engine:stopped');
+          return e === null ? okAsync(undefined) : errAsync(e);
+        });
+      },
       removeSandbox: (s: SandboxRef) => {
         this.events.push('engine:remove');
         this.sandboxes.delete(s.id);
@@ -217,5 +229,46 @@ describe('RunPodSandbox overlaps CNI ADD with the infra unit when the engine all
     expect(host.events).toContain('del');
     expect(host.netns.size).toBe(0);
     expect(store.listSandboxes()).toEqual([]);
+  });
+
+  it('runs CNI DEL while the infra unit stops', async () => {
+    const rt = service(true);
+    const run = rt.runPodSandbox(podSpec());
+    host.add.resolve(network);
+    const id = (await run)._unsafeUnwrap();
+    host.stop = deferred();
+    const stop = rt.stopPodSandbox(id);
+    await waitFor(() => host.events.includes('del'));
+    expect(host.events).not.toContain('engine:stopped');
+    host.stop.resolve(null);
+    (await stop)._unsafeUnwrap();
+    expect(store.getSandbox(id)?.phase).toBe('notready');
+    expect(store.getSandbox(id)?.networkPhase).toBe('removed');
+  });
+
+  it('reports a failed engine stop only after CNI DEL is done, and a retry finishes the stop', async () => {
+    const rt = service(true);
+    const run = rt.runPodSandbox(podSpec());
+    host.add.resolve(network);
+    const id = (await run)._unsafeUnwrap();
+    host.stop = deferred();
+    const stop = rt.stopPodSandbox(id);
+    await waitFor(() => host.events.includes('engine:stop') && host.events.includes('del'));
+    host.stop.resolve(errors.unavailable('dockerd went away (injected)'));
+    expect((await stop)._unsafeUnwrapErr().message).toContain('dockerd went away');
+    expect(host.attached.size).toBe(0);
+    expect(store.getSandbox(id)?.phase).toBe('ready');
+    host.stop = null;
+    (await rt.stopPodSandbox(id))._unsafeUnwrap();
+    expect(store.getSandbox(id)?.phase).toBe('notready');
+  });
+
+  it('stops the infra unit before CNI DEL when the engine needs its network', async () => {
+    const rt = service(false);
+    const run = rt.runPodSandbox(podSpec());
+    host.add.resolve(network);
+    const id = (await run)._unsafeUnwrap();
+    (await rt.stopPodSandbox(id))._unsafeUnwrap();
+    expect(host.events.slice(-2)).toEqual(['engine:stop', 'del']);
   });
 });

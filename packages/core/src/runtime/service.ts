@@ -910,36 +910,48 @@ export class RuntimeService {
 
   private async stopSandboxSteps(record: SandboxRecord): Promise<SandboxRecord> {
     const engine = record.engine === null ? null : (this.opts.engines.get(record.engine) ?? null);
-    if (engine !== null) {
-      for (const c of this.opts.store.listContainers(record.id)) {
-        if (c.phase !== 'running') continue;
-        await this.stopContainerSteps(c, record, engine, POD_STOP_GRACE_SECONDS).catch((e: unknown) =>
-          this.log.warn({ containerId: c.id, err: String(e) }, 'stopping container failed; the engine stops the pod'),
-        );
-      }
-      faultPoint('stopPodSandbox:after-containers');
-      if (record.engineCreated) await unwrap(engine.stopSandbox(this.sandboxRef(record), POD_STOP_GRACE_SECONDS));
-      // Containers the engine stopped with the pod are exited now.
-      for (const c of this.opts.store.listContainers(record.id)) {
-        if (c.phase === 'running' || c.phase === 'created') {
-          const st = await unwrap(engine.containerStatus(this.containerRef(c, record))).catch(() => null);
-          this.opts.store.putContainer(
-            applyStatus(
-              { ...c, phase: 'exited', finishedAt: c.phase === 'created' ? 0n : nowNanos() },
-              st,
-              137,
-              'Error',
-            ),
-          );
-        }
-      }
+    const stopped = engine === null ? Promise.resolve() : this.stopEngineUnits(record, engine);
+    let next: SandboxRecord;
+    if (engine?.capabilities.sandboxBeforeNetwork === true) {
+      // The engine's unit only joined the namespace and never used what CNI made in it,
+      // so CNI DEL runs while it stops; both finish before any failure is reported.
+      const [engineDone, network] = await Promise.allSettled([stopped, this.teardownNetwork(record)]);
+      if (engineDone.status === 'rejected') throw engineDone.reason;
+      faultPoint('stopPodSandbox:after-engine');
+      if (network.status === 'rejected') throw network.reason;
+      next = network.value;
+    } else {
+      await stopped;
+      faultPoint('stopPodSandbox:after-engine');
+      next = await this.teardownNetwork(record);
     }
-    faultPoint('stopPodSandbox:after-engine');
-    let next = await this.teardownNetwork(record);
     faultPoint('stopPodSandbox:after-cni');
     next = { ...next, phase: 'notready' };
     this.opts.store.putSandbox(next);
     return next;
+  }
+
+  /** Stops a pod's running containers (at once, without grace) and then its engine unit. */
+  private async stopEngineUnits(record: SandboxRecord, engine: RuntimeEngine): Promise<void> {
+    const running = this.opts.store.listContainers(record.id).filter((c) => c.phase === 'running');
+    await Promise.all(
+      running.map((c) =>
+        this.stopContainerSteps(c, record, engine, POD_STOP_GRACE_SECONDS).catch((e: unknown) =>
+          this.log.warn({ containerId: c.id, err: String(e) }, 'stopping container failed; the engine stops the pod'),
+        ),
+      ),
+    );
+    faultPoint('stopPodSandbox:after-containers');
+    if (record.engineCreated) await unwrap(engine.stopSandbox(this.sandboxRef(record), POD_STOP_GRACE_SECONDS));
+    // Containers the engine stopped with the pod are exited now.
+    for (const c of this.opts.store.listContainers(record.id)) {
+      if (c.phase === 'running' || c.phase === 'created') {
+        const st = await unwrap(engine.containerStatus(this.containerRef(c, record))).catch(() => null);
+        this.opts.store.putContainer(
+          applyStatus({ ...c, phase: 'exited', finishedAt: c.phase === 'created' ? 0n : nowNanos() }, st, 137, 'Error'),
+        );
+      }
+    }
   }
 
   /** CNI DEL and netns removal, each exactly once (recorded in `networkPhase`). */
