@@ -16,10 +16,11 @@ import { Cleanup } from './lib/cleanup.js';
 import { startContainerd, CONTAINERD_SANDBOX_IMAGE, type Containerd } from './lib/containerd.js';
 import { CriDriver, type Workload } from './lib/cri.js';
 import { REGISTRY, startHcr, type EngineKind, type HcrShim } from './lib/hcr.js';
-import { commitInfo, load1, machineInfo } from './lib/machine.js';
+import { commitInfo, load1, machineInfo, type CommitInfo } from './lib/machine.js';
 import { deleteBridge, writeConflist } from './lib/net.js';
 import { dockerDaemonPids, findPids } from './lib/procs.js';
 import { RESULT_SCHEMA, type BenchResults, type TargetInfo } from './lib/results.js';
+import { snapshot } from './lib/snapshot.js';
 import { writeReport } from './report/markdown.js';
 import { runDensity, type DensityResult } from './suites/density.js';
 import { rawHyperBoot, rawUnikernelBoot, type RawBoot } from './suites/limits.js';
@@ -38,6 +39,7 @@ const UNIKERNEL_HELLO = `${REGISTRY}/hcr-test/unikernel-hello:latest`;
 const NETS = {
   hcr: { bridge: 'hcrbench0', subnet: '10.231.0.0/16' },
   containerd: { bridge: 'hcrbench1', subnet: '10.232.0.0/16' },
+  before: { bridge: 'hcrbench2', subnet: '10.233.0.0/16' },
 } as const;
 
 const HELP = `pnpm bench [options]          (root; needs dockerd, the local registry, containerd, QEMU)
@@ -54,6 +56,8 @@ const HELP = `pnpm bench [options]          (root; needs dockerd, the local regi
   --stats-pods N         running pods for the stats calls (10)
   --density LIST         per-target pod limits, e.g. docker=200,containerd=200,unikernel=50,hyper=20
   --hold N               seconds the density pods are held before the health check (10)
+  --ref REF              run HCR from commit REF (a git archive snapshot) instead of the working tree
+  --before REF           also run HCR from commit REF in the same run (targets *-before): fast paths before/after
   --label TEXT           name of this run in the result file
   --out FILE             result file (bench/results/latest.json)
   --no-docs              do not regenerate docs/benchmarks.md
@@ -74,6 +78,8 @@ interface Options {
   readonly density: Readonly<Record<string, number>>;
   readonly holdSeconds: number;
   readonly label: string;
+  readonly ref: string | null;
+  readonly before: string | null;
   readonly out: string;
   readonly docs: boolean;
   readonly reportOnly: boolean;
@@ -96,6 +102,8 @@ function parseOptions(argv: string[]): Options {
       density: { type: 'string' },
       hold: { type: 'string' },
       label: { type: 'string' },
+      ref: { type: 'string' },
+      before: { type: 'string' },
       out: { type: 'string' },
       'no-docs': { type: 'boolean' },
       'report-only': { type: 'boolean' },
@@ -146,6 +154,8 @@ function parseOptions(argv: string[]): Options {
     density,
     holdSeconds: int('--hold', values.hold, 10, 0),
     label: values.label ?? '',
+    ref: values.ref ?? env['BENCH_REF'] ?? null,
+    before: values.before ?? env['BENCH_BEFORE'] ?? null,
     out: resolve(values.out ?? join(repoRoot, 'bench/results/latest.json')),
     docs: values['no-docs'] !== true,
     reportOnly: values['report-only'] === true,
@@ -181,15 +191,18 @@ async function preflight(o: Options): Promise<void> {
   }
 }
 
-/** Which HCR engines can run here, and why the others cannot. */
-async function engineAvailability(o: Options): Promise<Map<EngineKind, string | null>> {
+/** Which HCR engines of the tree at `root` can run here, and why the others cannot. */
+async function engineAvailability(
+  root: string,
+  engines: readonly EngineKind[],
+): Promise<Map<EngineKind, string | null>> {
   const out = new Map<EngineKind, string | null>();
-  for (const e of o.engines) {
+  for (const e of engines) {
     if (e === 'docker') {
       out.set(e, null);
       continue;
     }
-    const entry = join(repoRoot, `packages/engine-${e}/src/index.ts`);
+    const entry = join(root, `packages/engine-${e}/src/index.ts`);
     try {
       const mod = (await import(entry)) as Record<string, unknown>;
       out.set(e, mod['registration'] === undefined ? `@hcr/engine-${e} exports no registration yet` : null);
@@ -222,60 +235,86 @@ async function main(): Promise<void> {
 
   const startedAt = new Date();
   const machine = machineInfo();
-  const commit = commitInfo(repoRoot);
-  log(
-    `HCR bench at ${commit.sha.slice(0, 12)}${commit.dirty ? ' (dirty)' : ''}, load ${machine.loadAtStart.toFixed(2)}`,
-  );
   const base = mkdtempSync('/tmp/hcrb-');
   cleanup.defer(`remove ${base}`, () => rmSync(base, { recursive: true, force: true }));
   const logRoot = join(base, 'logs');
   mkdirSync(logRoot);
+  // HCR runs from the working tree, or from snapshots of commits (--ref, --before).
+  const tree = o.ref === null ? null : snapshot(repoRoot, o.ref, join(base, 'tree'));
+  const before = o.before === null ? null : snapshot(repoRoot, o.before, join(base, 'tree-before'));
+  const commit: CommitInfo =
+    tree === null ? commitInfo(repoRoot) : { sha: tree.sha, subject: tree.subject, dirty: false };
+  log(
+    `HCR bench at ${commit.sha.slice(0, 12)}${commit.dirty ? ' (dirty)' : ''}` +
+      `${before === null ? '' : `, before = ${before.sha.slice(0, 12)}`}, load ${machine.loadAtStart.toFixed(2)}`,
+  );
 
   const targets: Record<string, TargetInfo> = {};
   const failures: { part: string; error: string }[] = [];
   const drivers: CriDriver[] = [];
-  let hcr: HcrShim | null = null;
+  const shims = new Map<string, HcrShim>();
   let ctd: Containerd | null = null;
   let podStart: Record<string, PodStartResult> | undefined;
   let limits: { hyper?: RawBoot; unikernel?: RawBoot } | undefined;
   let overhead: Record<string, OverheadResult> | undefined;
   let density: Record<string, DensityResult> | undefined;
+  const workloads: Record<EngineKind, Workload> = {
+    docker: { image: BUSYBOX, command: ['sleep', '3600'], args: [] },
+    hyper: { image: BUSYBOX, command: ['sleep', '3600'], args: [] },
+    // No exit= on the command line: the hello unikernel prints it and idles.
+    unikernel: { image: UNIKERNEL_HELLO, command: [], args: ['hcr-bench'] },
+  };
 
-  try {
-    const avail = await engineAvailability(o);
-    const engines = [...avail].filter(([, why]) => why === null).map(([e]) => e);
-    const hnet = writeConflist(join(base, 'hcr-cni'), 'hcr-bench', NETS.hcr.bridge, NETS.hcr.subnet);
-    cleanup.defer(`delete bridge ${NETS.hcr.bridge}`, () => deleteBridge(NETS.hcr.bridge));
-    log(`starting HCR (engines: ${engines.join(', ')})`);
-    hcr = await startHcr({ repoRoot, dir: join(base, 'hcr'), network: hnet, engines });
-    const shim = hcr;
-    cleanup.defer('stop HCR', () => shim.stop());
-    const workloads: Record<EngineKind, Workload> = {
-      docker: { image: BUSYBOX, command: ['sleep', '3600'], args: [] },
-      hyper: { image: BUSYBOX, command: ['sleep', '3600'], args: [] },
-      // No exit= on the command line: the hello unikernel prints it and idles.
-      unikernel: { image: UNIKERNEL_HELLO, command: [], args: ['hcr-bench'] },
-    };
+  /** Starts one HCR shim from `root` and adds a target per engine it runs (ids end in `suffix`). */
+  const startTargets = async (
+    root: string,
+    name: 'hcr' | 'before',
+    engines: readonly EngineKind[],
+    suffix: string,
+  ): Promise<void> => {
+    const avail = await engineAvailability(root, engines);
+    const usable = [...avail].filter(([, why]) => why === null).map(([e]) => e);
+    const net = NETS[name];
+    const conf = writeConflist(join(base, `${name}-cni`), `${name}-bench`, net.bridge, net.subnet);
+    cleanup.defer(`delete bridge ${net.bridge}`, () => deleteBridge(net.bridge));
+    log(`starting HCR${suffix} from ${root === repoRoot ? 'the working tree' : root} (engines: ${usable.join(', ')})`);
+    const shim = await startHcr({ repoRoot: root, dir: join(base, name), network: conf, engines: usable });
+    cleanup.defer(`stop HCR${suffix}`, () => shim.stop());
     for (const [e, why] of avail) {
-      const id = `hcr-${e}`;
-      const failed = hcr.failedEngines[e];
+      const id = `hcr-${e}${suffix}`;
+      shims.set(id, shim);
+      const failed = shim.failedEngines[e];
       const reason = why ?? (failed === undefined ? null : `engine failed to start: ${failed}`);
-      const description = `HCR, ${e} engine, ${workloads[e].image} ${[...workloads[e].command, ...workloads[e].args].join(' ')}`;
+      const w = workloads[e];
+      const description = `HCR${suffix === '' ? '' : ` at ${root === repoRoot ? 'working tree' : (before?.sha.slice(0, 12) ?? '')}`}, ${e} engine, ${w.image} ${[...w.command, ...w.args].join(' ')}`;
       targets[id] = reason === null ? { available: true, description } : { available: false, reason, description };
       if (reason !== null) {
         log(`  ${id}: not measured: ${reason}`);
         continue;
       }
-      const d = new CriDriver({ id, socket: hcr.socket, runtimeHandler: e, workload: workloads[e], logRoot });
+      const d = new CriDriver({ id, socket: shim.socket, runtimeHandler: e, workload: w, logRoot });
       drivers.push(d);
       cleanup.defer(`remove ${id} pods`, async () => {
         await d.removeAllBenchPods();
         d.close();
       });
     }
+  };
+
+  try {
+    await startTargets(tree?.dir ?? repoRoot, 'hcr', o.engines, '');
     for (const e of ['docker', 'unikernel', 'hyper'] as const) {
       if (!o.engines.includes(e))
         targets[`hcr-${e}`] = { available: false, reason: 'not selected (--engines)', description: `HCR, ${e} engine` };
+    }
+    if (before !== null) {
+      // The fast paths under comparison are the docker engine's and core's; VMs add minutes, not information.
+      await startTargets(
+        before.dir,
+        'before',
+        ['docker', 'unikernel'].filter((e) => o.engines.includes(e as EngineKind)) as EngineKind[],
+        '-before',
+      );
     }
     if (o.containerd) {
       const cnet = writeConflist(join(base, 'ctd-cni'), 'ctd-bench', NETS.containerd.bridge, NETS.containerd.subnet);
@@ -336,14 +375,13 @@ async function main(): Promise<void> {
         );
       }
       if (o.engines.includes('hyper')) {
-        limits.hyper = await rawHyperBoot(repoRoot, o.rawRuns);
+        limits.hyper = await rawHyperBoot(tree?.dir ?? repoRoot, o.rawRuns);
         log(`  hyper raw: ${limits.hyper.measured ? `p50 ${limits.hyper.boot.p50} ms` : limits.hyper.reason}`);
       }
     });
 
     await part('overhead', async () => {
       overhead = {};
-      const shimPid = hcr?.pid ?? -1;
       const common = {
         versionCalls: 2000,
         pods: o.overheadPods,
@@ -355,19 +393,23 @@ async function main(): Promise<void> {
         log,
       };
       for (const d of drivers) {
-        if (d.target.id === 'hcr-docker' && hcr !== null) {
-          const s = hcr;
+        const shim = shims.get(d.target.id);
+        if (d.target.id.startsWith('hcr-docker') && shim !== undefined) {
           overhead[d.target.id] = await runOverhead(d, {
             ...common,
-            rssKiB: () => s.rssKiB(),
-            cpuPids: () => [shimPid, ...dockerDaemonPids()],
+            // The "before" tree only needs the per-call figures the fast paths change.
+            ...(d.target.id === 'hcr-docker' ? {} : { pods: 0 }),
+            rssKiB: () => shim.rssKiB(),
+            cpuPid: shim.pid,
+            daemonPids: dockerDaemonPids,
           });
         } else if (d.target.id === 'containerd' && ctd !== null) {
           const c = ctd;
           overhead[d.target.id] = await runOverhead(d, {
             ...common,
             rssKiB: () => c.rssKiB(),
-            cpuPids: () => [c.pid, ...findPids((argv) => argv.some((a) => a.includes(c.socket)))],
+            cpuPid: c.pid,
+            daemonPids: () => findPids((argv) => argv.some((a) => a.includes(c.socket))),
           });
         }
       }
@@ -376,10 +418,12 @@ async function main(): Promise<void> {
     await part('density', async () => {
       density = {};
       for (const d of drivers) {
+        if (d.target.id.endsWith('-before')) continue;
         const key = d.target.id === 'containerd' ? 'containerd' : d.target.id.replace(/^hcr-/, '');
         const limit = o.density[key] ?? 0;
         if (limit === 0) continue;
-        const rss = d.target.id === 'containerd' ? () => ctd?.rssKiB() ?? 0 : () => hcr?.rssKiB() ?? 0;
+        const shim = shims.get(d.target.id);
+        const rss = d.target.id === 'containerd' ? () => ctd?.rssKiB() ?? 0 : () => shim?.rssKiB() ?? 0;
         density[d.target.id] = await runDensity(d, {
           limit,
           holdSeconds: o.holdSeconds,
@@ -405,6 +449,7 @@ async function main(): Promise<void> {
     machine,
     loadAtEnd: load1(),
     commit,
+    ...(before === null ? {} : { before: { ref: before.ref, sha: before.sha, subject: before.subject } }),
     options: { ...o, parts: [...o.parts] },
     targets,
     ...(podStart === undefined ? {} : { podStart }),

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { criClient, type CriClient } from '../../packages/cri/src/client.js';
+import { loadCriProto } from '../../packages/cri/src/server.js';
 import { since } from './stats.js';
 
 /** Deadline of lifecycle calls: generous, since a VM boot under TCG on a loaded host takes seconds. */
@@ -63,6 +64,18 @@ export interface PodConfig {
   readonly linux: object;
 }
 
+/** What the bench needs of one gRPC method definition. */
+interface MethodInfo {
+  readonly path: string;
+  readonly requestSerialize: (value: object) => Buffer;
+}
+let service: Readonly<Record<string, MethodInfo | undefined>> | null = null;
+/** The RuntimeService method table (paths and request encoders), loaded once. */
+function runtimeService(): Readonly<Record<string, MethodInfo | undefined>> {
+  service ??= loadCriProto().runtime.v1.RuntimeService.service as unknown as Record<string, MethodInfo>;
+  return service;
+}
+
 /** A CRI client with typed wrappers for the calls the bench makes. */
 export class CriDriver {
   readonly client: CriClient;
@@ -74,6 +87,26 @@ export class CriDriver {
   /** Calls a RuntimeService method. */
   rt<T = Record<string, unknown>>(method: string, req: object, deadlineMs = CALL_DEADLINE_MS): Promise<T> {
     return this.client.call<T>('runtime', method, req, deadlineMs);
+  }
+
+  /**
+   * Calls a RuntimeService method and returns the size of the encoded reply
+   * without decoding it: a list of a thousand containers costs this client
+   * milliseconds to decode, which is the caller's cost, not the runtime's.
+   */
+  rtRaw(method: string, req: object, deadlineMs = CALL_DEADLINE_MS): Promise<number> {
+    const def = runtimeService()[method];
+    if (def === undefined) return Promise.reject(new Error(`no CRI method ${method}`));
+    return new Promise((resolve, reject) =>
+      this.client.runtime.makeUnaryRequest(
+        def.path,
+        def.requestSerialize,
+        (buf: Buffer) => buf,
+        req,
+        { deadline: Date.now() + deadlineMs },
+        (e, reply) => (e ? reject(e) : resolve(reply?.length ?? 0)),
+      ),
+    );
   }
 
   /** Pulls the target's image (and any other) through the endpoint's own image service. */

@@ -25,6 +25,8 @@ export interface BenchResults {
   readonly machine: MachineInfo;
   readonly loadAtEnd: number;
   readonly commit: CommitInfo;
+  /** The commit the `*-before` targets ran (`--before`), for fast-path comparisons in the same run. */
+  readonly before?: { readonly ref: string; readonly sha: string; readonly subject: string };
   readonly options: Readonly<Record<string, unknown>>;
   readonly targets: Readonly<Record<string, TargetInfo>>;
   readonly podStart?: Readonly<Record<string, PodStartResult>>;

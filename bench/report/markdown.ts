@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import * as prettier from 'prettier';
 import type { BenchResults } from '../lib/results.js';
@@ -7,9 +7,6 @@ import type { RawBoot } from '../suites/limits.js';
 import type { PodStartSeries } from '../suites/podstart.js';
 import { FAST_PATHS, TARGET_NOTES, METHOD_NOTES } from './notes.js';
 import { barChart, type BarGroup } from './svg.js';
-
-/** The run the fast paths are compared against (kept in the repo; see docs/benchmarks.md). */
-export const BASELINE_FILE = 'bench/results/before-fast-paths.json';
 
 const ms = (v: number | undefined, digits = 0): string =>
   v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(digits);
@@ -271,7 +268,11 @@ function overheadSection(r: BenchResults): string {
           ...ids.map((i) => `${pr(ov[i]!.containerStats)} (${ov[i]!.statsPopulation ?? '–'})`),
         ],
         ['ListContainerStats p50 / p99 (ms)', ...ids.map((i) => pr(ov[i]!.listContainerStats))],
-        ['CPU per ContainerStats call (ms, runtime + daemons)', ...ids.map((i) => ms(ov[i]!.statsCpuMsPerCall, 2))],
+        ['CPU per ContainerStats call: runtime process (ms)', ...ids.map((i) => ms(ov[i]!.statsCpuMsPerCall, 2))],
+        [
+          'CPU per ContainerStats call: daemons behind it (ms, upper bound)',
+          ...ids.map((i) => ms(ov[i]!.statsDaemonCpuMsPerCall, 2)),
+        ],
         ['RSS idle (MiB)', ...ids.map((i) => ms(ov[i]!.rssIdleMiB, 1))],
         ['RSS with the population (MiB)', ...ids.map((i) => ms(ov[i]!.rssWithPodsMiB, 1))],
       ],
@@ -312,57 +313,52 @@ function densitySection(r: BenchResults): string {
   );
 }
 
-/** Metrics compared before and after the fast paths: [label, getter]. */
-const COMPARED: readonly [string, (r: BenchResults) => number | undefined][] = [
-  ['HCR-docker pod start p50 (ms)', (r) => r.podStart?.['hcr-docker']?.serial.start.p50],
-  ['HCR-docker pod start p95 (ms)', (r) => r.podStart?.['hcr-docker']?.serial.start.p95],
-  ['HCR-docker RunPodSandbox p50 (ms)', (r) => r.podStart?.['hcr-docker']?.serial.runp.p50],
-  ['HCR-docker CreateContainer p50 (ms)', (r) => r.podStart?.['hcr-docker']?.serial.create.p50],
-  ['HCR-docker StartContainer p50 (ms)', (r) => r.podStart?.['hcr-docker']?.serial.startContainer.p50],
-  ['HCR-docker teardown p50 (ms)', (r) => r.podStart?.['hcr-docker']?.serial.teardown.p50],
-  ['HCR-docker 10-way start p50 (ms)', (r) => r.podStart?.['hcr-docker']?.parallel?.start.p50],
-  ['HCR-docker 10-way teardown p50 (ms)', (r) => r.podStart?.['hcr-docker']?.parallel?.teardown.p50],
-  ['containerd pod start p50 (ms, same run)', (r) => r.podStart?.['containerd']?.serial.start.p50],
+/** Metrics compared before and after the fast paths: label and getter for a target suffix ('' or '-before'). */
+const COMPARED: readonly [string, (r: BenchResults, sfx: string) => number | undefined][] = [
+  ['HCR-docker pod start p50 (ms)', (r, sfx) => r.podStart?.[`hcr-docker${sfx}`]?.serial.start.p50],
+  ['HCR-docker pod start p95 (ms)', (r, sfx) => r.podStart?.[`hcr-docker${sfx}`]?.serial.start.p95],
+  ['HCR-docker RunPodSandbox p50 (ms)', (r, sfx) => r.podStart?.[`hcr-docker${sfx}`]?.serial.runp.p50],
+  ['HCR-docker CreateContainer p50 (ms)', (r, sfx) => r.podStart?.[`hcr-docker${sfx}`]?.serial.create.p50],
+  ['HCR-docker StartContainer p50 (ms)', (r, sfx) => r.podStart?.[`hcr-docker${sfx}`]?.serial.startContainer.p50],
+  ['HCR-docker teardown p50 (ms)', (r, sfx) => r.podStart?.[`hcr-docker${sfx}`]?.serial.teardown.p50],
+  ['HCR-docker 10-way start p50 (ms)', (r, sfx) => r.podStart?.[`hcr-docker${sfx}`]?.parallel?.start.p50],
+  ['HCR-docker 10-way teardown p50 (ms)', (r, sfx) => r.podStart?.[`hcr-docker${sfx}`]?.parallel?.teardown.p50],
+  ['HCR-unikernel pod start p50 (ms)', (r, sfx) => r.podStart?.[`hcr-unikernel${sfx}`]?.serial.start.p50],
+  ['HCR-unikernel teardown p50 (ms)', (r, sfx) => r.podStart?.[`hcr-unikernel${sfx}`]?.serial.teardown.p50],
+  ['ContainerStats p50 (ms)', (r, sfx) => r.overhead?.[`hcr-docker${sfx}`]?.containerStats?.p50],
+  ['ContainerStats p99 (ms)', (r, sfx) => r.overhead?.[`hcr-docker${sfx}`]?.containerStats?.p99],
+  ['ListContainerStats p50 (ms)', (r, sfx) => r.overhead?.[`hcr-docker${sfx}`]?.listContainerStats?.p50],
+  ['CPU per ContainerStats call, shim (ms)', (r, sfx) => r.overhead?.[`hcr-docker${sfx}`]?.statsCpuMsPerCall],
   [
-    'HCR-docker / containerd pod start',
-    (r) => ratio(r.podStart?.['hcr-docker']?.serial.start.p50, r.podStart?.['containerd']?.serial.start.p50),
+    'CPU per ContainerStats call, dockerd (ms, upper bound)',
+    (r, sfx) => r.overhead?.[`hcr-docker${sfx}`]?.statsDaemonCpuMsPerCall,
   ],
-  ['HCR-unikernel pod start p50 (ms)', (r) => r.podStart?.['hcr-unikernel']?.serial.start.p50],
-  ['HCR-unikernel teardown p50 (ms)', (r) => r.podStart?.['hcr-unikernel']?.serial.teardown.p50],
-  ['ContainerStats p50 (ms)', (r) => r.overhead?.['hcr-docker']?.containerStats?.p50],
-  ['ContainerStats p99 (ms)', (r) => r.overhead?.['hcr-docker']?.containerStats?.p99],
-  ['CPU per ContainerStats call (ms)', (r) => r.overhead?.['hcr-docker']?.statsCpuMsPerCall],
-  ['ContainerStatus p99 (ms)', (r) => r.overhead?.['hcr-docker']?.containerStatus?.p99],
 ];
 
-function fastPathSection(repoRoot: string, r: BenchResults): string {
-  const lines: string[] = [];
-  const basePath = join(repoRoot, BASELINE_FILE);
-  const base = existsSync(basePath) ? (JSON.parse(readFileSync(basePath, 'utf8')) as BenchResults) : null;
-  for (const f of FAST_PATHS) {
-    lines.push(`- **${f.name}** — ${f.status}. ${f.detail}`);
-  }
+function fastPathSection(r: BenchResults): string {
+  const lines: string[] = FAST_PATHS.map((f) => `- **${f.name}** — ${f.status}. ${f.detail}`);
   lines.push('');
-  if (base === null) {
-    lines.push(`_No baseline: \`${BASELINE_FILE}\` is missing, so there is no "before" column._`);
+  if (r.before === undefined) {
+    lines.push('_This run has no "before" targets (run with `--before REF` to measure the fast paths against REF)._');
     return lines.join('\n');
   }
   lines.push(
-    `Before: \`${BASELINE_FILE}\` (${base.label || 'baseline'}, commit ${base.commit.sha.slice(0, 12)}, ${base.startedAt.slice(0, 16)}Z, load ${base.machine.loadAtStart.toFixed(1)}). ` +
-      `After: this run (commit ${r.commit.sha.slice(0, 12)}${r.commit.dirty ? ', dirty tree' : ''}, load ${r.machine.loadAtStart.toFixed(1)}). ` +
-      'Different runs on a shared host: compare ratios to the same-run containerd figure, not raw milliseconds alone.',
+    `Before and after in the same run, interleaved: "before" is HCR at \`${r.before.sha.slice(0, 12)}\` ` +
+      `(${r.before.subject}), started from a snapshot of that commit beside the current HCR; ` +
+      `containerd ran in the same loop (pod start p50 ${ms(r.podStart?.['containerd']?.serial.start.p50)} ms, ` +
+      `teardown p50 ${ms(r.podStart?.['containerd']?.serial.teardown.p50)} ms).`,
     '',
   );
-  const fmtV = (label: string, v: number | undefined) =>
-    v === undefined || !Number.isFinite(v)
-      ? '–'
-      : label.endsWith('pod start') && !label.includes('(ms')
-        ? x(v)
-        : v.toFixed(v < 10 ? 2 : 0);
+  const fmtV = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(v < 10 ? 2 : 0));
   lines.push(
     table(
       ['metric', 'before', 'after', 'after / before'],
-      COMPARED.map(([label, get]) => [label, fmtV(label, get(base)), fmtV(label, get(r)), x(ratio(get(r), get(base)))]),
+      COMPARED.map(([label, get]) => [
+        label,
+        fmtV(get(r, '-before')),
+        fmtV(get(r, '')),
+        x(ratio(get(r, ''), get(r, '-before'))),
+      ]),
     ),
   );
   return lines.join('\n');
@@ -370,18 +366,20 @@ function fastPathSection(repoRoot: string, r: BenchResults): string {
 
 function chartGroups(r: BenchResults): BarGroup[] {
   const ps = r.podStart ?? {};
-  return Object.entries(ps).map(([id, v]) => ({
-    label: id,
-    bars: [
-      { series: 'start, serial (p50, whisker p95)', value: v.serial.start.p50, whisker: v.serial.start.p95 },
-      {
-        series: 'start, 10-way (p50, p95)',
-        value: v.parallel?.start.p50 ?? Number.NaN,
-        whisker: v.parallel?.start.p95 ?? Number.NaN,
-      },
-      { series: 'teardown, serial (p50, p95)', value: v.serial.teardown.p50, whisker: v.serial.teardown.p95 },
-    ],
-  }));
+  return Object.entries(ps)
+    .filter(([id]) => !id.endsWith('-before'))
+    .map(([id, v]) => ({
+      label: id,
+      bars: [
+        { series: 'start, serial (p50, whisker p95)', value: v.serial.start.p50, whisker: v.serial.start.p95 },
+        {
+          series: 'start, 10-way (p50, p95)',
+          value: v.parallel?.start.p50 ?? Number.NaN,
+          whisker: v.parallel?.start.p95 ?? Number.NaN,
+        },
+        { series: 'teardown, serial (p50, p95)', value: v.serial.teardown.p50, whisker: v.serial.teardown.p95 },
+      ],
+    }));
 }
 
 /**
@@ -450,7 +448,7 @@ ${densitySection(r)}
 
 ## Fast paths
 
-${fastPathSection(repoRoot, r)}
+${fastPathSection(r)}
 
 ## Method
 
