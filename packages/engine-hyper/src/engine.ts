@@ -581,13 +581,18 @@ export class HyperEngine implements RuntimeEngine {
     });
   }
 
-  /** SIGTERM, up to `timeoutSeconds` for the exit, then SIGKILL. */
+  /**
+   * SIGTERM, up to `timeoutSeconds` for the exit, then SIGKILL. The agent may
+   * hold the SIGTERM for the grace period until a process that just started
+   * installs its handler (see SignalContainer in protocol/agent.json).
+   */
   private async stopInPod(pod: PodVm, id: string, timeoutSeconds: number): Promise<void> {
     if (timeoutSeconds > 0) {
-      await unwrap(pod.request('SignalContainer', { id, signal: SIGTERM }));
+      const holdMs = Math.min(timeoutSeconds * 1000, 0xffff_ffff);
+      await unwrap(pod.request('SignalContainer', { id, signal: SIGTERM, holdMs }));
       if ((await pod.waitExit(id, timeoutSeconds * 1000)) !== null) return;
     }
-    await unwrap(pod.request('SignalContainer', { id, signal: SIGKILL }));
+    await unwrap(pod.request('SignalContainer', { id, signal: SIGKILL, holdMs: 0 }));
     if ((await pod.waitExit(id, 15_000)) === null) {
       throw errors.deadlineExceeded(`container ${id} did not exit within 15 s of SIGKILL`);
     }

@@ -183,7 +183,7 @@ export class Harness {
 
   /** A hyper engine over this harness (TCG: the hosts here cannot run nested KVM guests). */
   async engine(overrides: Partial<Record<keyof HyperConfigTable, unknown>> = {}): Promise<HyperEngine> {
-    const parsed = hyperConfigSchema.parse({ kvm: 'off', boot_timeout_seconds: 90, ...overrides });
+    const parsed = hyperConfigSchema.parse({ kvm: 'off', boot_timeout_seconds: 90, assets_dir: ASSETS, ...overrides });
     if (!parsed.ok) throw new Error(parsed.error);
     const engine = await ok(HyperEngine.create(parsed.value, this.context()));
     engine.subscribe((e) => this.events.push(e));

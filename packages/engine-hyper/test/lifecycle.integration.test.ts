@@ -238,6 +238,32 @@ describe('hyper engine: container lifecycle in one pod VM', () => {
     await ok(engine.removeContainer(c));
   });
 
+  it('stops a container right after its start: the SIGTERM waits for the handler instead of being lost', async () => {
+    // PID 1 of a PID namespace never sees a signal it leaves at the default action; under TCG
+    // a process that just started has not installed its handlers yet.
+    const late = await start(
+      await h.container(pod, BUSYBOX, {
+        command: ['sh', '-c', 'sleep 2; trap "exit 42" TERM; while :; do sleep 0.1; done'],
+      }),
+    );
+    let before = Date.now();
+    await ok(engine.stopContainer(late, 30));
+    const lateMs = Date.now() - before;
+    expect((await ok(engine.containerStatus(late))).exitCode).toBe(42); // the handler ran, no SIGKILL
+    expect(lateMs).toBeLessThan(15_000);
+    await ok(engine.removeContainer(late));
+
+    // What critest does: `top`, stopped as soon as StartContainer returned.
+    const top = await start(await h.container(pod, BUSYBOX, { command: ['sh', '-c', 'top'] }));
+    before = Date.now();
+    await ok(engine.stopContainer(top, 30));
+    const topMs = Date.now() - before;
+    expect((await ok(engine.containerStatus(top))).exitCode).toBe(143);
+    expect(topMs).toBeLessThan(15_000);
+    console.log(`hyper: stop right after start took ${lateMs} ms (handler after 2 s) and ${topMs} ms (top)`);
+    await ok(engine.removeContainer(top));
+  });
+
   it('updates resources inside the guest and attaches to a container', async () => {
     const c = await start(
       await h.container(pod, BUSYBOX, {

@@ -38,6 +38,8 @@
 void logmsg(uint32_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Unix time in nanoseconds (the guest clock, set from the host at Hello). */
 uint64_t now_ns(void);
+/* Nanoseconds since boot (monotonic; not changed by setting the clock). */
+uint64_t uptime_ns(void);
 
 extern bool host_connected;
 /* Queues a frame for the host; dropped while no host is connected. */
@@ -93,6 +95,9 @@ struct container {
 	bool oom_killed;
 	bool exit_pending; /* the ContainerExited event is still to be sent */
 	uint64_t started_at, finished_at;
+	bool pid_ns_init; /* PID 1 of its own PID namespace (see container_signal) */
+	int held_signal;  /* a signal waiting until the process can take it, or 0 */
+	uint64_t held_until; /* uptime (ns) at which a held signal is given up */
 	int sync_fd;  /* child -> agent: setup errors; EOF once the process exec'd */
 	int start_fd; /* agent -> child: one byte starts the process */
 	struct proc_io io;
@@ -136,6 +141,14 @@ void handle_exec(uint32_t id, struct hcr_exec *req);
 void reap_children(void);
 void container_remove(struct container *c);
 void container_info(const struct container *c, struct hcr_container_info *out);
+/*
+ * Signals a container's main process. A namespace init neither catching nor
+ * blocking `sig` would lose it, so it is held for up to hold_ms instead.
+ * 0, or -1 with errno.
+ */
+int container_signal(struct container *c, int sig, uint32_t hold_ms);
+/* Sends held signals their processes can now take; ms until the next check is due, or -1 when none is held. */
+int deliver_held_signals(void);
 /* Kills every container and exec (shutdown). */
 void kill_everything(void);
 

@@ -851,6 +851,7 @@ void handle_create(uint32_t id, struct hcr_create_container *req)
 	}
 	/* The guest is the pod, so "shared with the pod" means the guest's own namespace. */
 	uint64_t flags = CLONE_NEWNS | CLONE_NEWUTS;
+	c->pid_ns_init = !req->share_pid_namespace;
 	if (!req->share_pid_namespace)
 		flags |= CLONE_NEWPID;
 	if (!req->share_ipc_namespace)
@@ -1107,6 +1108,7 @@ static void record_exit(struct container *c, int status)
 	}
 	c->oom_killed = cgroup_oom_killed(c->cgroup);
 	c->exit_pending = true;
+	c->held_signal = 0;
 }
 
 void reap_children(void)
@@ -1178,6 +1180,80 @@ void container_info(const struct container *c, struct hcr_container_info *out)
 	out->started_at = c->started_at;
 	out->finished_at = c->finished_at;
 	out->output_end = c->out.end;
+}
+
+/*
+ * Whether `pid` catches or blocks `sig`, from the SigCgt and SigBlk masks in
+ * /proc/<pid>/status. A blocked signal stays pending, so a process that takes
+ * signals with sigwait or signalfd (tini, for one) receives it too.
+ */
+static bool takes_signal(pid_t pid, int sig)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	FILE *f = fopen(path, "re");
+	if (f == NULL)
+		return true; /* gone: kill() tells the caller */
+	uint64_t mask = 0;
+	char line[256];
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (strncmp(line, "SigBlk:", 7) == 0 || strncmp(line, "SigCgt:", 7) == 0)
+			mask |= strtoull(line + 7, NULL, 16);
+	}
+	fclose(f);
+	return (mask >> (sig - 1)) & 1;
+}
+
+/*
+ * Signals a container's main process. The kernel discards a signal that the
+ * init of a PID namespace leaves at its default action (SIGKILL and SIGSTOP
+ * aside, which come from the parent namespace), and a process that has just
+ * exec'd has not installed its handlers yet: under TCG a stop right after a
+ * start used to lose its SIGTERM and wait out the whole grace period. Such a
+ * signal is held instead and sent once the process catches or blocks it;
+ * sending it earlier would not reach the process anyway, so this changes
+ * nothing but the timing. Given up after hold_ms, as the kernel would have.
+ */
+int container_signal(struct container *c, int sig, uint32_t hold_ms)
+{
+	c->held_signal = 0;
+	if (hold_ms > 0 && c->pid_ns_init && sig != SIGKILL && sig != SIGSTOP && !takes_signal(c->pid, sig)) {
+		c->held_signal = sig;
+		c->held_until = uptime_ns() + (uint64_t)hold_ms * 1000000u;
+		return 0;
+	}
+	return kill(c->pid, sig);
+}
+
+/* How often a held signal's process is looked at again. */
+#define HELD_SIGNAL_POLL_MS 20
+
+int deliver_held_signals(void)
+{
+	bool any = false;
+	uint64_t now = uptime_ns();
+	for (struct container *c = containers; c != NULL; c = c->next) {
+		if (c->held_signal == 0)
+			continue;
+		if (c->status != HCR_CONTAINER_STATUS_RUNNING) {
+			c->held_signal = 0;
+		} else if (takes_signal(c->pid, c->held_signal)) {
+			if (kill(c->pid, c->held_signal) != 0 && errno != ESRCH)
+				logmsg(HCR_LOG_LEVEL_WARN, "container %s: kill %d: %s", c->id, c->pid, strerror(errno));
+			c->held_signal = 0;
+		} else if (now >= c->held_until) {
+			/* Sent all the same: the kernel drops it unless a handler appeared just now. */
+			logmsg(HCR_LOG_LEVEL_INFO,
+			       "container %s: its process did not catch or block signal %d in time; as the init of a "
+			       "PID namespace it will not see it",
+			       c->id, c->held_signal);
+			kill(c->pid, c->held_signal);
+			c->held_signal = 0;
+		} else {
+			any = true;
+		}
+	}
+	return any ? HELD_SIGNAL_POLL_MS : -1;
 }
 
 void kill_everything(void)

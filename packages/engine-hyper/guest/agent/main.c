@@ -45,7 +45,7 @@ uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static uint64_t uptime_ns(void)
+uint64_t uptime_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_BOOTTIME, &ts);
@@ -329,7 +329,12 @@ static void handle_signal(uint32_t id, struct hcr_signal_container *req)
 		send_error(id, HCR_ERROR_CODE_NOT_FOUND, "container %s not found", req->id);
 		return;
 	}
-	if (c->status == HCR_CONTAINER_STATUS_RUNNING && kill(c->pid, (int)req->signal) != 0 && errno != ESRCH) {
+	if (req->signal == 0 || req->signal >= _NSIG) {
+		send_error(id, HCR_ERROR_CODE_INVALID_ARGUMENT, "invalid signal %u", req->signal);
+		return;
+	}
+	if (c->status == HCR_CONTAINER_STATUS_RUNNING && container_signal(c, (int)req->signal, req->hold_ms) != 0 &&
+	    errno != ESRCH) {
 		send_error(id, HCR_ERROR_CODE_INTERNAL, "kill %d: %s", c->pid, strerror(errno));
 		return;
 	}
@@ -634,7 +639,11 @@ static void loop(int sigfd)
 				ADD(p->fd, ev, SLOT_SOCK, p);
 		}
 #undef ADD
-		int ready = poll(pfd, n, host_connected ? -1 : 100);
+		int timeout = host_connected ? -1 : 100;
+		int held = deliver_held_signals();
+		if (held >= 0 && (timeout < 0 || held < timeout))
+			timeout = held;
+		int ready = poll(pfd, n, timeout);
 		if (ready < 0) {
 			if (errno != EINTR)
 				logmsg(HCR_LOG_LEVEL_ERROR, "poll: %s", strerror(errno));

@@ -138,8 +138,9 @@ const struct hcr_desc hcr_desc_start_container = {"StartContainer", sizeof(struc
 static const struct hcr_field hcr_fields_signal_container[] = {
 	{1, HCR_FT_STRING, 0, offsetof(struct hcr_signal_container, id), 0, NULL, sizeof(char *), "id"},
 	{2, HCR_FT_U32, 0, offsetof(struct hcr_signal_container, signal), 0, NULL, sizeof(uint32_t), "signal"},
+	{3, HCR_FT_U32, 0, offsetof(struct hcr_signal_container, hold_ms), 0, NULL, sizeof(uint32_t), "hold_ms"},
 };
-const struct hcr_desc hcr_desc_signal_container = {"SignalContainer", sizeof(struct hcr_signal_container), 2, hcr_fields_signal_container};
+const struct hcr_desc hcr_desc_signal_container = {"SignalContainer", sizeof(struct hcr_signal_container), 3, hcr_fields_signal_container};
 
 static const struct hcr_field hcr_fields_remove_container[] = {
 	{1, HCR_FT_STRING, 0, offsetof(struct hcr_remove_container, id), 0, NULL, sizeof(char *), "id"},

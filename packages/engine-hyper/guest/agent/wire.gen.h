@@ -222,10 +222,11 @@ struct hcr_start_container {
 	char *id;
 };
 
-/* Signals the container's init (the kernel drops unhandled signals other than SIGKILL for a namespace init). */
+/* Signals the container's init. The kernel drops a signal other than SIGKILL/SIGSTOP that the PID 1 of a PID namespace neither catches nor blocks, so for such a process the agent holds the signal for up to hold_ms and sends it once the process catches or blocks it (a process that just exec'd has not installed its handlers yet); 0 sends at once. */
 struct hcr_signal_container {
 	char *id;
 	uint32_t signal;
+	uint32_t hold_ms;
 };
 
 /* Kills what is left of the container and forgets it. Removing an unknown id succeeds. */

@@ -170,10 +170,11 @@ export interface StartContainer {
   readonly id: string;
 }
 
-/** Signals the container's init (the kernel drops unhandled signals other than SIGKILL for a namespace init). */
+/** Signals the container's init. The kernel drops a signal other than SIGKILL/SIGSTOP that the PID 1 of a PID namespace neither catches nor blocks, so for such a process the agent holds the signal for up to hold_ms and sends it once the process catches or blocks it (a process that just exec'd has not installed its handlers yet); 0 sends at once. */
 export interface SignalContainer {
   readonly id: string;
   readonly signal: number;
+  readonly holdMs: number;
 }
 
 /** Kills what is left of the container and forgets it. Removing an unknown id succeeds. */
@@ -458,6 +459,7 @@ export const descriptors: Readonly<Record<string, StructDescriptor>> = {
     fields: [
       { name: 'id', tag: 1, type: 'string', repeated: false },
       { name: 'signal', tag: 2, type: 'u32', repeated: false },
+      { name: 'holdMs', tag: 3, type: 'u32', repeated: false },
     ],
   },
   RemoveContainer: { name: 'RemoveContainer', fields: [{ name: 'id', tag: 1, type: 'string', repeated: false }] },
