@@ -530,6 +530,12 @@ __attribute__((noreturn)) static void become_and_exec(const struct hcr_process *
 	if (chdir(cwd) != 0)
 		child_fail("chdir %s: %s", cwd, strerror(errno));
 
+	/* The agent blocks SIGCHLD (for its signalfd) and ignores SIGPIPE; exec keeps both, the process must not. */
+	sigset_t none;
+	sigemptyset(&none);
+	if (signal(SIGPIPE, SIG_DFL) == SIG_ERR || sigprocmask(SIG_SETMASK, &none, NULL) != 0)
+		child_fail("reset signals: %s", strerror(errno));
+
 	const char *arg0 = p->args[0];
 	char **argv = calloc(p->args_count + 1, sizeof(char *));
 	if (argv == NULL)
