@@ -4,10 +4,12 @@
  * exec and execSync (the guest kernel, not the host's), attach, stats,
  * resource updates, and a leak-free teardown.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
+import { promisify } from 'node:util';
 import { parseCriLogLine, type ContainerRef, type SandboxRef, type StreamIO } from '@hcr/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HyperEngine } from '../src/engine.js';
@@ -262,6 +264,55 @@ describe('hyper engine: container lifecycle in one pod VM', () => {
     expect(topMs).toBeLessThan(15_000);
     console.log(`hyper: stop right after start took ${lateMs} ms (handler after 2 s) and ${topMs} ms (top)`);
     await ok(engine.removeContainer(top));
+  });
+
+  it('honours setuid programs in the root filesystem and in volumes, unless no_new_privs is set', async () => {
+    // `euid PROG` runs PROG as nobody; `euid` alone prints its effective uid.
+    const source = [
+      '#define _GNU_SOURCE',
+      '#include <grp.h>',
+      '#include <stdio.h>',
+      '#include <unistd.h>',
+      'int main(int argc, char **argv) {',
+      '  if (argc == 1) return printf("%d\\n", (int)geteuid()) < 0;',
+      '  if (setgroups(0, NULL) || setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534)) return 2;',
+      '  execv(argv[1], argv + 1);',
+      '  return 3;',
+      '}',
+    ].join('\n');
+    const dir = mkdtempSync(join(h.dir, 'suid-'));
+    chmodSync(dir, 0o755);
+    writeFileSync(join(dir, 'euid.c'), `${source}\n`);
+    await promisify(execFile)('gcc', ['-static', '-O2', '-o', join(dir, 'euid'), join(dir, 'euid.c')]);
+    chmodSync(join(dir, 'euid'), 0o4755);
+    const base = await h.container(pod, BUSYBOX);
+    for (const [noNewPrivs, want] of [
+      [false, '0'],
+      [true, '65534'],
+    ] as const) {
+      const log = join(logDir, `suid-${noNewPrivs}.log`);
+      const c = await start(
+        await h.container(
+          pod,
+          BUSYBOX,
+          {
+            command: [
+              'sh',
+              '-c',
+              'cp /suid/euid /euid && chmod 4755 /euid && /suid/euid /euid && /suid/euid /suid/euid',
+            ],
+            mounts: [
+              { containerPath: '/suid', hostPath: dir, readonly: true, propagation: 'private', selinuxRelabel: false },
+            ],
+            linux: { resources: base.spec.linux.resources, security: { ...base.spec.linux.security, noNewPrivs } },
+          },
+          log,
+        ),
+      );
+      await exited(c);
+      expect(logText(log)).toBe(`stdout:${want}\\nstdout:${want}\\n`);
+      await ok(engine.removeContainer(c));
+    }
   });
 
   it('updates resources inside the guest and attaches to a container', async () => {

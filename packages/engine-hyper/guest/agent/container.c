@@ -27,6 +27,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/sysmacros.h>
@@ -240,6 +241,26 @@ static void mount_pseudo(const char *root)
 	mount_in(root, "/sys/fs/cgroup", "cgroup2", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL);
 }
 
+/*
+ * Makes the bind mount at `path` read-only. A bind remount sets exactly the
+ * flags it is given, so the mount's nosuid/nodev/noexec are passed on; without
+ * them /proc/sys, say, would come back without noexec.
+ */
+static int remount_readonly(const char *path)
+{
+	struct statvfs sv;
+	if (statvfs(path, &sv) != 0)
+		return -1;
+	unsigned long keep = 0;
+	if (sv.f_flag & ST_NOSUID)
+		keep |= MS_NOSUID;
+	if (sv.f_flag & ST_NODEV)
+		keep |= MS_NODEV;
+	if (sv.f_flag & ST_NOEXEC)
+		keep |= MS_NOEXEC;
+	return mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | keep, NULL);
+}
+
 static void bind_mounts(const char *root, const struct hcr_create_container *req)
 {
 	for (size_t i = 0; i < req->mounts_count; i++) {
@@ -256,7 +277,7 @@ static void bind_mounts(const char *root, const struct hcr_create_container *req
 		make_target(dst, S_ISDIR(st.st_mode));
 		if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) != 0)
 			child_fail("bind %s on %s: %s", m->source, m->destination, strerror(errno));
-		if (m->readonly && mount(NULL, dst, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) != 0)
+		if (m->readonly && remount_readonly(dst) != 0)
 			child_fail("remount %s read-only: %s", m->destination, strerror(errno));
 	}
 }
@@ -278,8 +299,7 @@ static void mask_paths(const char *root, const struct hcr_create_container *req)
 		struct stat st;
 		if (resolve_in_root(root, req->readonly_paths[i], dst, sizeof(dst)) != 0 || stat(dst, &st) != 0)
 			continue;
-		if (mount(dst, dst, NULL, MS_BIND | MS_REC, NULL) != 0 ||
-		    mount(NULL, dst, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, NULL) != 0)
+		if (mount(dst, dst, NULL, MS_BIND | MS_REC, NULL) != 0 || remount_readonly(dst) != 0)
 			child_fail("make %s read-only: %s", req->readonly_paths[i], strerror(errno));
 	}
 }
@@ -878,7 +898,7 @@ void handle_create(uint32_t id, struct hcr_create_container *req)
 		enter_root(root);
 		if (req->process.tty)
 			child_tty(&req->process);
-		if (req->readonly_rootfs && mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) != 0)
+		if (req->readonly_rootfs && remount_readonly("/") != 0)
 			child_fail("remount / read-only: %s", strerror(errno));
 		const char *hn = req->hostname[0] != 0 ? req->hostname : "localhost";
 		if (sethostname(hn, strlen(hn)) != 0)

@@ -298,11 +298,16 @@ static void handle_hello(uint32_t id, struct hcr_hello *req)
 static void handle_setup_pod(uint32_t id, struct hcr_setup_pod *req)
 {
 	if (req->share_tag[0] != 0) {
-		/* cache=mmap: shared writable mappings work (databases need them); data stays uncached otherwise. */
+		/*
+		 * cache=mmap: shared writable mappings work (databases need them); data stays uncached otherwise.
+		 * Not nosuid: the share carries the container root filesystems, whose setuid programs must work
+		 * (the VM is the boundary; the host side of the share is nosuid). nodev: a device node in an image
+		 * or a host path must not open the guest's own devices.
+		 */
 		struct stat st, parent;
 		bool mounted = stat(SHARE_DIR, &st) == 0 && stat("/run/hcr", &parent) == 0 && st.st_dev != parent.st_dev;
 		if (!mounted &&
-		    mount(req->share_tag, SHARE_DIR, "9p", MS_NOSUID | MS_NODEV,
+		    mount(req->share_tag, SHARE_DIR, "9p", MS_NODEV,
 			  "trans=virtio,version=9p2000.L,msize=524288,cache=mmap") != 0) {
 			send_error(id, HCR_ERROR_CODE_INTERNAL, "mount 9p share %s on %s: %s", req->share_tag, SHARE_DIR,
 				   strerror(errno));

@@ -20,10 +20,17 @@ export function mountsUnder(dir: string): string[] {
   return out.sort((a, b) => b.length - a.length || b.localeCompare(a));
 }
 
-/** Bind-mounts `source` on `target` (which must exist), read-only when asked. */
+/**
+ * Bind-mounts `source` on `target` (which must exist) for the pod share:
+ * nosuid and nodev, so the setuid files and device nodes a guest's root can
+ * create through 9p are inert on the host (the guest still sees the mode
+ * bits and honours them inside the VM); read-only when asked.
+ */
 export function bindMount(source: string, target: string, readonly: boolean): ResultAsync<void, HcrError> {
-  const bind = run(['mount', '--bind', '--make-private', source, target]).map(() => undefined);
-  return readonly ? bind.andThen(() => run(['mount', '-o', 'remount,bind,ro', target]).map(() => undefined)) : bind;
+  const options = `remount,bind,nosuid,nodev${readonly ? ',ro' : ''}`;
+  return run(['mount', '--bind', '--make-private', source, target])
+    .andThen(() => run(['mount', '-o', options, target]))
+    .map(() => undefined);
 }
 
 /**
