@@ -23,7 +23,7 @@ ASSETS=${HCR_ASSET_DIR:-/var/lib/hcr/assets}
 OUT_ROOT=$ASSETS/hyper
 BUSYBOX=${HCR_BUSYBOX:-/bin/busybox}
 # Loaded by the agent at boot (see guest/agent/main.c); depmod pulls in their dependencies.
-MODULES=(virtio_mmio virtio_console virtio_net 9pnet_virtio 9p)
+MODULES=(virtio_mmio virtio_console virtio_net 9pnet_virtio 9p bridge)
 
 say() { [[ ${HCR_SETUP_QUIET:-0} == 1 ]] || echo "hyper-assets: $*" >&2; }
 die() {

@@ -315,6 +315,34 @@ describe('hyper engine: container lifecycle in one pod VM', () => {
     }
   });
 
+  it('lets a container with NET_ADMIN add a bridge (the guest kernel has the bridge module)', async () => {
+    const base = await h.container(pod, BUSYBOX);
+    const script = 'brctl addbr hcrbr0 && ip link show hcrbr0 >/dev/null && brctl delbr hcrbr0 && echo bridge-ok';
+    for (const [add, want] of [
+      [['NET_ADMIN'], 'stdout:bridge-ok\\n'],
+      [[], 'stderr:brctl: bridge hcrbr0: Operation not permitted\\n'],
+    ] as const) {
+      const log = join(logDir, `bridge-${add.length}.log`);
+      const c = await start(
+        await h.container(
+          pod,
+          BUSYBOX,
+          {
+            command: ['sh', '-c', script],
+            linux: {
+              resources: base.spec.linux.resources,
+              security: { ...base.spec.linux.security, capabilities: { add, drop: [] } },
+            },
+          },
+          log,
+        ),
+      );
+      await exited(c);
+      expect(logText(log)).toBe(want);
+      await ok(engine.removeContainer(c));
+    }
+  });
+
   it('updates resources inside the guest and attaches to a container', async () => {
     const c = await start(
       await h.container(pod, BUSYBOX, {
