@@ -35,7 +35,7 @@ CNI_CONFLIST=$CNI_CONF_DIR/10-hcr-bridge.conflist
 PACKAGES=(
 	docker.io containernetworking-plugins docker-registry
 	busybox-static qemu-system-x86 iptables cpio kmod runc iproute2 socat
-	curl ca-certificates xz-utils gcc libc6-dev make python3
+	curl ca-certificates xz-utils gcc libc6-dev libseccomp-dev make python3
 )
 OPTIONAL_PACKAGES=(runsc) # installed when apt has them, skipped otherwise
 

@@ -22,7 +22,8 @@ AGENT_SRC=$PKG/guest/agent
 ASSETS=${HCR_ASSET_DIR:-/var/lib/hcr/assets}
 OUT_ROOT=$ASSETS/hyper
 BUSYBOX=${HCR_BUSYBOX:-/bin/busybox}
-# Loaded by the agent at boot (see guest/agent/main.c); depmod pulls in their dependencies.
+# In the initramfs with their dependencies: the agent loads all but bridge at boot
+# (guest/agent/main.c); the kernel loads bridge on first use.
 MODULES=(virtio_mmio virtio_console virtio_net 9pnet_virtio 9p bridge)
 
 say() { [[ ${HCR_SETUP_QUIET:-0} == 1 ]] || echo "hyper-assets: $*" >&2; }
@@ -35,6 +36,8 @@ for tool in gcc make cpio depmod modprobe gzip xz readelf sha256sum; do
 	command -v "$tool" >/dev/null || die "$tool not found (setup.sh installs gcc, make, cpio, kmod)"
 done
 [[ -x $BUSYBOX ]] || die "$BUSYBOX not found (Debian package busybox-static)"
+[[ $(gcc -print-file-name=libseccomp.a) == /* ]] ||
+	die "libseccomp.a not found: the guest agent links it statically (Debian package libseccomp-dev)"
 
 say "guest kernel (guest-kernel.sh)"
 KDIR=$(HCR_ASSET_DIR=$ASSETS "$HERE/guest-kernel.sh")

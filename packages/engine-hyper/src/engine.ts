@@ -34,9 +34,10 @@ import { bindMount, mountsUnder, unmountAll } from './host/mounts.js';
 import { connectTap, disconnectTap, linkInfo, TAP_NAME } from './host/netns.js';
 import { LogSink } from './logs.js';
 import { consoleTail, PodVm } from './pod.js';
-import { ContainerStatus, type CreateContainer, type Mount, type Route } from './protocol/wire.gen.js';
+import { ContainerStatus, type CreateContainer, type Mount, type Process, type Route } from './protocol/wire.gen.js';
 import { vmSize } from './sizing.js';
 import { EngineState, type ContainerRecord, type SandboxRecord } from './state.js';
+import { seccompFor } from './seccomp.js';
 import { containerProcess, containerStatus, execProcess, wireResources } from './translate.js';
 import { chooseAccel, type AccelVerdict } from './vm/kvm.js';
 import { QemuDriver } from './vm/qemu.js';
@@ -499,8 +500,16 @@ export class HyperEngine implements RuntimeEngine {
         container.sandbox.spec.hostname !== ''
           ? container.sandbox.spec.hostname
           : container.sandbox.spec.metadata.name.slice(0, 63);
-      const proc = containerProcess(spec, container.image, hostname);
-      if (proc.isErr()) throw proc.error;
+      const base = containerProcess(spec, container.image, hostname);
+      if (base.isErr()) throw base.error;
+      const seccomp = await unwrap(
+        seccompFor(sec.seccomp, {
+          engine: this.name,
+          capabilities: base.value.capabilities,
+          kernelRelease: pod.kernelRelease,
+        }),
+      );
+      const proc: Process = { ...base.value, seccomp };
       const cdir = join(record.shareDir, 'c', container.id);
       const crec: ContainerRecord = {
         id: container.id,
@@ -509,7 +518,7 @@ export class HyperEngine implements RuntimeEngine {
         stdin: spec.stdin,
         stdinOnce: spec.stdinOnce,
         tty: spec.tty,
-        process: proc.value,
+        process: proc,
       };
       this.state.putContainer(crec);
       try {
@@ -541,7 +550,7 @@ export class HyperEngine implements RuntimeEngine {
           rootfs: `c/${container.id}/rootfs`,
           hostname,
           mounts,
-          process: proc.value,
+          process: proc,
           readonlyRootfs: sec.readonlyRootfs,
           resources: wireResources(spec.linux.resources),
           maskedPaths: sec.maskedPaths,

@@ -5,6 +5,7 @@ import { parseCriLogLine, silentLogger, type LogStream } from '@hcr/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LogSink } from './logs.js';
 import type { Process } from './protocol/wire.gen.js';
+import { NO_SECCOMP } from './seccomp.js';
 import { EngineState } from './state.js';
 
 const process: Process = {
@@ -21,6 +22,7 @@ const process: Process = {
   noNewPrivileges: false,
   capabilities: [],
   username: '',
+  seccomp: NO_SECCOMP,
 };
 
 interface Rec {

@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, w
 import { dirname, join } from 'node:path';
 import type { Accel } from './vm/driver.js';
 import type { Process } from './protocol/wire.gen.js';
+import { NO_SECCOMP } from './seccomp.js';
 
 /** A pod VM. */
 export interface SandboxRecord {
@@ -43,16 +44,24 @@ export interface LogCursorRecord {
   readonly lineStart: { readonly stdout: string | null; readonly stderr: string | null };
 }
 
+// Wire types carry u64 fields as bigint (seccomp argument values), which JSON has no form for.
+const BIGINT = '$bigint';
+const toJson = (_: string, v: unknown): unknown => (typeof v === 'bigint' ? { [BIGINT]: v.toString() } : v);
+const fromJson = (_: string, v: unknown): unknown =>
+  typeof v === 'object' && v !== null && typeof (v as Record<string, unknown>)[BIGINT] === 'string'
+    ? BigInt((v as Record<string, string>)[BIGINT] ?? '0')
+    : v;
+
 function writeAtomic(path: string, value: unknown): void {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   const tmp = `${path}.tmp`;
-  writeFileSync(tmp, JSON.stringify(value), { mode: 0o600 });
+  writeFileSync(tmp, JSON.stringify(value, toJson), { mode: 0o600 });
   renameSync(tmp, path);
 }
 
 function readJson<T>(path: string): T | null {
   try {
-    return JSON.parse(readFileSync(path, 'utf8')) as T;
+    return JSON.parse(readFileSync(path, 'utf8'), fromJson) as T;
   } catch {
     return null;
   }
@@ -95,7 +104,9 @@ export class EngineState {
   }
 
   getContainer(id: string): ContainerRecord | null {
-    return readJson<ContainerRecord>(join(this.containerDir(id), 'record.json'));
+    const r = readJson<ContainerRecord>(join(this.containerDir(id), 'record.json'));
+    // Records written before processes carried a seccomp filter.
+    return r === null || r.process.seccomp !== undefined ? r : { ...r, process: { ...r.process, seccomp: NO_SECCOMP } };
   }
 
   /** Removes the container's record and log cursor. */

@@ -15,6 +15,7 @@ import {
 } from '@hcr/core';
 import { match } from 'ts-pattern';
 import { ContainerStatus, type ContainerInfo, type Process, type Resources } from './protocol/wire.gen.js';
+import { NO_SECCOMP } from './seccomp.js';
 
 /** Every capability the guest kernel knows, by number (the agent's table has the same order). */
 export const ALL_CAPABILITIES = [
@@ -159,7 +160,11 @@ export function wireResources(r: LinuxResources): Resources {
   };
 }
 
-/** How a container's processes run: its main process, and every exec in it (same env, user, caps). */
+/**
+ * How a container's processes run: its main process, and every exec in it
+ * (same env, user, caps, seccomp). Without a seccomp filter: the engine
+ * resolves the CRI profile (seccomp.ts) against the capabilities set here.
+ */
 export function containerProcess(spec: ContainerSpec, image: ImageInfo, hostname: string): Result<Process, HcrError> {
   const argv = commandLine(spec, image);
   if (argv.isErr()) return err(argv.error);
@@ -179,6 +184,7 @@ export function containerProcess(spec: ContainerSpec, image: ImageInfo, hostname
     noNewPrivileges: spec.linux.security.noNewPrivs,
     capabilities: caps.value,
     username: userSpec(spec, image),
+    seccomp: NO_SECCOMP,
   });
 }
 

@@ -343,6 +343,85 @@ describe('hyper engine: container lifecycle in one pod VM', () => {
     }
   });
 
+  it('applies seccomp: RuntimeDefault (capability-aware), Localhost profiles, also to execs', async () => {
+    const base = await h.container(pod, BUSYBOX);
+    const run = async (
+      name: string,
+      script: string,
+      security: Partial<typeof base.spec.linux.security>,
+    ): Promise<{ c: ContainerRef; log: string }> => {
+      const log = join(logDir, `seccomp-${name}.log`);
+      const c = await start(
+        await h.container(
+          pod,
+          BUSYBOX,
+          {
+            command: ['sh', '-c', script],
+            linux: { resources: base.spec.linux.resources, security: { ...base.spec.linux.security, ...security } },
+          },
+          log,
+        ),
+      );
+      return { c, log };
+    };
+    const runtimeDefault = { type: 'runtimeDefault', localhostRef: '' } as const;
+
+    // A filter is on, the shell still forks (clone without namespace flags passes), and execs get it too.
+    const dflt = await run('default', 'grep Seccomp: /proc/self/status; echo $(echo forked); sleep 3600', {
+      seccomp: runtimeDefault,
+    });
+    await eventually(async () => (logText(dflt.log).includes('forked') ? true : null), 30_000, 'output');
+    expect(logText(dflt.log)).toBe('stdout:Seccomp:\t2\\nstdout:forked\\n');
+    const inExec = await ok(engine.execSync(dflt.c, ['grep', 'Seccomp:', '/proc/self/status'], 30));
+    expect(inExec.stdout.toString()).toBe('Seccomp:\t2\n');
+    await ok(engine.stopContainer(dflt.c, 0));
+    await ok(engine.removeContainer(dflt.c));
+
+    // RuntimeDefault denies new namespaces unless the container holds CAP_SYS_ADMIN.
+    const unshare = 'unshare -u sh -c "hostname inner && hostname" 2>&1';
+    const denied = await run('no-admin', unshare, { seccomp: runtimeDefault });
+    await exited(denied.c);
+    expect(logText(denied.log)).toBe('stdout:unshare: unshare(0x4000000): Operation not permitted\\n');
+    await ok(engine.removeContainer(denied.c));
+    const admin = await run('admin', unshare, {
+      seccomp: runtimeDefault,
+      capabilities: { add: ['SYS_ADMIN'], drop: [] },
+    });
+    expect((await exited(admin.c)).exitCode).toBe(0);
+    expect(logText(admin.log)).toBe('stdout:inner\\n');
+    await ok(engine.removeContainer(admin.c));
+
+    // A Localhost profile in the OCI format, read on the host: chmod fails even for root. With
+    // no_new_privs the filter goes in last before exec (above: before the privileges are dropped).
+    const profile = join(h.dir, 'block-chmod.json');
+    writeFileSync(
+      profile,
+      JSON.stringify({
+        defaultAction: 'SCMP_ACT_ALLOW',
+        syscalls: [{ names: ['chmod', 'fchmod', 'fchmodat', 'fchmodat2'], action: 'SCMP_ACT_ERRNO' }],
+      }),
+    );
+    const local = await run('localhost', 'touch /tmp/f && chmod 400 /tmp/f', {
+      seccomp: { type: 'localhost', localhostRef: profile },
+      noNewPrivs: true,
+    });
+    expect((await exited(local.c)).exitCode).toBe(1);
+    expect(logText(local.log)).toBe('stderr:chmod: /tmp/f: Operation not permitted\\n');
+    await ok(engine.removeContainer(local.c));
+
+    const missing = await h.container(pod, BUSYBOX, {
+      linux: {
+        resources: base.spec.linux.resources,
+        security: {
+          ...base.spec.linux.security,
+          seccomp: { type: 'localhost', localhostRef: '/no/such/profile.json' },
+        },
+      },
+    });
+    const refused = await engine.createContainer(missing);
+    expect(refused.isErr() && refused.error.code).toBe('InvalidArgument');
+  });
+
   it('updates resources inside the guest and attaches to a container', async () => {
     const c = await start(
       await h.container(pod, BUSYBOX, {

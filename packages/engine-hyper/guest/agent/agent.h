@@ -165,6 +165,11 @@ void cgroup_kill(const char *path);
 bool cgroup_oom_killed(const char *path);
 void cgroup_stats(const char *path, struct hcr_stats_reply *out);
 
+/* --------------------------------------------------------------- seccomp.c */
+
+/* Builds and loads a process's seccomp filter (none for default action NONE); 0, or -1 with a message. */
+int install_seccomp(const struct hcr_seccomp *s, char *err, size_t errlen);
+
 /* ------------------------------------------------------------------- net.c */
 
 /* Configures interfaces, routes and sysctls; 0 or -1 with a message in err. */

@@ -523,6 +523,14 @@ __attribute__((noreturn)) static void become_and_exec(const struct hcr_process *
 	if (mkdir_p(cwd, 0755) != 0)
 		child_fail("create working directory %s: %s", cwd, strerror(errno));
 
+	char why[256];
+	/*
+	 * Without no_new_privs only a process holding CAP_SYS_ADMIN may install a
+	 * filter, so it goes in before the privileges go (as in runc); the rest of
+	 * this setup then runs under it.
+	 */
+	if (!p->no_new_privileges && install_seccomp(&p->seccomp, why, sizeof(why)) != 0)
+		child_fail("seccomp: %s", why);
 	if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0)
 		child_fail("PR_SET_KEEPCAPS: %s", strerror(errno));
 	for (unsigned long k = 0; k <= 63; k++) {
@@ -555,6 +563,9 @@ __attribute__((noreturn)) static void become_and_exec(const struct hcr_process *
 	sigemptyset(&none);
 	if (signal(SIGPIPE, SIG_DFL) == SIG_ERR || sigprocmask(SIG_SETMASK, &none, NULL) != 0)
 		child_fail("reset signals: %s", strerror(errno));
+	/* With no_new_privs set, as late as possible: only the exec runs under the filter. */
+	if (p->no_new_privileges && install_seccomp(&p->seccomp, why, sizeof(why)) != 0)
+		child_fail("seccomp: %s", why);
 
 	const char *arg0 = p->args[0];
 	char **argv = calloc(p->args_count + 1, sizeof(char *));

@@ -60,6 +60,30 @@ static const struct hcr_field hcr_fields_resources[] = {
 };
 const struct hcr_desc hcr_desc_resources = {"Resources", sizeof(struct hcr_resources), 8, hcr_fields_resources};
 
+static const struct hcr_field hcr_fields_seccomp_arg[] = {
+	{1, HCR_FT_U32, 0, offsetof(struct hcr_seccomp_arg, index), 0, NULL, sizeof(uint32_t), "index"},
+	{2, HCR_FT_U64, 0, offsetof(struct hcr_seccomp_arg, value), 0, NULL, sizeof(uint64_t), "value"},
+	{3, HCR_FT_U64, 0, offsetof(struct hcr_seccomp_arg, value_two), 0, NULL, sizeof(uint64_t), "value_two"},
+	{4, HCR_FT_U32, 0, offsetof(struct hcr_seccomp_arg, op), 0, NULL, sizeof(uint32_t), "op"},
+};
+const struct hcr_desc hcr_desc_seccomp_arg = {"SeccompArg", sizeof(struct hcr_seccomp_arg), 4, hcr_fields_seccomp_arg};
+
+static const struct hcr_field hcr_fields_seccomp_rule[] = {
+	{1, HCR_FT_STRING, 1, offsetof(struct hcr_seccomp_rule, names), offsetof(struct hcr_seccomp_rule, names_count), NULL, sizeof(char *), "names"},
+	{2, HCR_FT_U32, 0, offsetof(struct hcr_seccomp_rule, action), 0, NULL, sizeof(uint32_t), "action"},
+	{3, HCR_FT_U32, 0, offsetof(struct hcr_seccomp_rule, errno_ret), 0, NULL, sizeof(uint32_t), "errno_ret"},
+	{4, HCR_FT_STRUCT, 1, offsetof(struct hcr_seccomp_rule, args), offsetof(struct hcr_seccomp_rule, args_count), &hcr_desc_seccomp_arg, sizeof(struct hcr_seccomp_arg), "args"},
+};
+const struct hcr_desc hcr_desc_seccomp_rule = {"SeccompRule", sizeof(struct hcr_seccomp_rule), 4, hcr_fields_seccomp_rule};
+
+static const struct hcr_field hcr_fields_seccomp[] = {
+	{1, HCR_FT_U32, 0, offsetof(struct hcr_seccomp, default_action), 0, NULL, sizeof(uint32_t), "default_action"},
+	{2, HCR_FT_U32, 0, offsetof(struct hcr_seccomp, default_errno_ret), 0, NULL, sizeof(uint32_t), "default_errno_ret"},
+	{3, HCR_FT_STRING, 1, offsetof(struct hcr_seccomp, architectures), offsetof(struct hcr_seccomp, architectures_count), NULL, sizeof(char *), "architectures"},
+	{4, HCR_FT_STRUCT, 1, offsetof(struct hcr_seccomp, rules), offsetof(struct hcr_seccomp, rules_count), &hcr_desc_seccomp_rule, sizeof(struct hcr_seccomp_rule), "rules"},
+};
+const struct hcr_desc hcr_desc_seccomp = {"Seccomp", sizeof(struct hcr_seccomp), 4, hcr_fields_seccomp};
+
 static const struct hcr_field hcr_fields_process[] = {
 	{1, HCR_FT_STRING, 1, offsetof(struct hcr_process, args), offsetof(struct hcr_process, args_count), NULL, sizeof(char *), "args"},
 	{2, HCR_FT_STRING, 1, offsetof(struct hcr_process, env), offsetof(struct hcr_process, env_count), NULL, sizeof(char *), "env"},
@@ -74,8 +98,9 @@ static const struct hcr_field hcr_fields_process[] = {
 	{11, HCR_FT_BOOL, 0, offsetof(struct hcr_process, no_new_privileges), 0, NULL, sizeof(bool), "no_new_privileges"},
 	{12, HCR_FT_STRING, 1, offsetof(struct hcr_process, capabilities), offsetof(struct hcr_process, capabilities_count), NULL, sizeof(char *), "capabilities"},
 	{13, HCR_FT_STRING, 0, offsetof(struct hcr_process, username), 0, NULL, sizeof(char *), "username"},
+	{14, HCR_FT_STRUCT, 0, offsetof(struct hcr_process, seccomp), 0, &hcr_desc_seccomp, sizeof(struct hcr_seccomp), "seccomp"},
 };
-const struct hcr_desc hcr_desc_process = {"Process", sizeof(struct hcr_process), 13, hcr_fields_process};
+const struct hcr_desc hcr_desc_process = {"Process", sizeof(struct hcr_process), 14, hcr_fields_process};
 
 static const struct hcr_field hcr_fields_error_reply[] = {
 	{1, HCR_FT_U32, 0, offsetof(struct hcr_error_reply, code), 0, NULL, sizeof(uint32_t), "code"},

@@ -34,6 +34,29 @@ enum hcr_error_code {
 	HCR_ERROR_CODE_INTERNAL = 6,
 };
 
+/* What a seccomp filter does with a system call (libseccomp's actions); NONE as a default action means no filter at all. */
+enum hcr_seccomp_action {
+	HCR_SECCOMP_ACTION_NONE = 0,
+	HCR_SECCOMP_ACTION_ALLOW = 1,
+	HCR_SECCOMP_ACTION_ERRNO = 2,
+	HCR_SECCOMP_ACTION_KILL_THREAD = 3,
+	HCR_SECCOMP_ACTION_KILL_PROCESS = 4,
+	HCR_SECCOMP_ACTION_TRAP = 5,
+	HCR_SECCOMP_ACTION_TRACE = 6,
+	HCR_SECCOMP_ACTION_LOG = 7,
+};
+
+/* How a seccomp argument condition compares (the numbering of libseccomp's enum scmp_compare). */
+enum hcr_seccomp_op {
+	HCR_SECCOMP_OP_NE = 1,
+	HCR_SECCOMP_OP_LT = 2,
+	HCR_SECCOMP_OP_LE = 3,
+	HCR_SECCOMP_OP_EQ = 4,
+	HCR_SECCOMP_OP_GE = 5,
+	HCR_SECCOMP_OP_GT = 6,
+	HCR_SECCOMP_OP_MASKED_EQ = 7,
+};
+
 /* Severity of an agent diagnostic message. */
 enum hcr_log_level {
 	HCR_LOG_LEVEL_DEBUG = 1,
@@ -135,7 +158,35 @@ struct hcr_resources {
 	size_t unified_count;
 };
 
-/* What to run and as whom; capabilities is the full set the process keeps (names like CAP_CHOWN). */
+/* A condition on a system call argument; MASKED_EQ compares (arg & value) with value_two. */
+struct hcr_seccomp_arg {
+	uint32_t index;
+	uint64_t value;
+	uint64_t value_two;
+	uint32_t op;
+};
+
+/* System calls (by name; names the guest's libseccomp does not know are skipped, as runc does) and what happens to them when every condition holds. errno_ret is the ERRNO value, or TRACE's message. */
+struct hcr_seccomp_rule {
+	char **names;
+	size_t names_count;
+	uint32_t action;
+	uint32_t errno_ret;
+	struct hcr_seccomp_arg *args;
+	size_t args_count;
+};
+
+/* A seccomp filter, resolved by the host from the CRI profile (capability and architecture conditions already applied). Architectures are libseccomp names (x86_64, x86, x32); the guest's own is always included. */
+struct hcr_seccomp {
+	uint32_t default_action;
+	uint32_t default_errno_ret;
+	char **architectures;
+	size_t architectures_count;
+	struct hcr_seccomp_rule *rules;
+	size_t rules_count;
+};
+
+/* What to run and as whom; capabilities is the full set the process keeps (names like CAP_CHOWN). The seccomp filter is installed last before exec when no_new_privileges is set, else before the process drops its privileges (as runc does). */
 struct hcr_process {
 	char **args;
 	size_t args_count;
@@ -154,6 +205,7 @@ struct hcr_process {
 	char **capabilities;
 	size_t capabilities_count;
 	char *username;
+	struct hcr_seccomp seccomp;
 };
 
 /* Reply to any request that failed. */
@@ -371,6 +423,9 @@ extern const struct hcr_desc hcr_desc_route;
 extern const struct hcr_desc hcr_desc_key_value;
 extern const struct hcr_desc hcr_desc_mount;
 extern const struct hcr_desc hcr_desc_resources;
+extern const struct hcr_desc hcr_desc_seccomp_arg;
+extern const struct hcr_desc hcr_desc_seccomp_rule;
+extern const struct hcr_desc hcr_desc_seccomp;
 extern const struct hcr_desc hcr_desc_process;
 extern const struct hcr_desc hcr_desc_error_reply;
 extern const struct hcr_desc hcr_desc_empty;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { decodeBody, encodeBody } from './codec.js';
 import { encodeFrame, FrameDecoder } from './frame.js';
-import { ContainerStatus, MessageType, type CreateContainer } from './wire.gen.js';
+import { ContainerStatus, MessageType, SeccompAction, SeccompOp, type CreateContainer } from './wire.gen.js';
 
 const create: CreateContainer = {
   id: 'c1',
@@ -25,6 +25,20 @@ const create: CreateContainer = {
     noNewPrivileges: true,
     capabilities: ['CAP_CHOWN'],
     username: 'nobody',
+    seccomp: {
+      defaultAction: SeccompAction.ALLOW,
+      defaultErrnoRet: 1,
+      architectures: ['x86_64', 'x32'],
+      rules: [
+        {
+          names: ['clone'],
+          action: SeccompAction.ERRNO,
+          errnoRet: 1,
+          args: [{ index: 0, value: 0x10000000n, valueTwo: 0xffff_ffff_ffff_ffffn, op: SeccompOp.MASKED_EQ }],
+        },
+        { names: ['keyctl', 'add_key'], action: SeccompAction.ERRNO, errnoRet: 38, args: [] },
+      ],
+    },
   },
   readonlyRootfs: false,
   resources: {

@@ -32,6 +32,25 @@ export const ErrorCode = {
 /** Error classes the agent reports; the host maps them onto HCR's error classes. */
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
+/** What a seccomp filter does with a system call (libseccomp's actions); NONE as a default action means no filter at all. */
+export const SeccompAction = {
+  NONE: 0,
+  ALLOW: 1,
+  ERRNO: 2,
+  KILL_THREAD: 3,
+  KILL_PROCESS: 4,
+  TRAP: 5,
+  TRACE: 6,
+  LOG: 7,
+} as const;
+/** What a seccomp filter does with a system call (libseccomp's actions); NONE as a default action means no filter at all. */
+export type SeccompAction = (typeof SeccompAction)[keyof typeof SeccompAction];
+
+/** How a seccomp argument condition compares (the numbering of libseccomp's enum scmp_compare). */
+export const SeccompOp = { NE: 1, LT: 2, LE: 3, EQ: 4, GE: 5, GT: 6, MASKED_EQ: 7 } as const;
+/** How a seccomp argument condition compares (the numbering of libseccomp's enum scmp_compare). */
+export type SeccompOp = (typeof SeccompOp)[keyof typeof SeccompOp];
+
 /** Severity of an agent diagnostic message. */
 export const LogLevel = { DEBUG: 1, INFO: 2, WARN: 3, ERROR: 4 } as const;
 /** Severity of an agent diagnostic message. */
@@ -94,7 +113,31 @@ export interface Resources {
   readonly unified: readonly KeyValue[];
 }
 
-/** What to run and as whom; capabilities is the full set the process keeps (names like CAP_CHOWN). */
+/** A condition on a system call argument; MASKED_EQ compares (arg & value) with value_two. */
+export interface SeccompArg {
+  readonly index: number;
+  readonly value: bigint;
+  readonly valueTwo: bigint;
+  readonly op: SeccompOp;
+}
+
+/** System calls (by name; names the guest's libseccomp does not know are skipped, as runc does) and what happens to them when every condition holds. errno_ret is the ERRNO value, or TRACE's message. */
+export interface SeccompRule {
+  readonly names: readonly string[];
+  readonly action: SeccompAction;
+  readonly errnoRet: number;
+  readonly args: readonly SeccompArg[];
+}
+
+/** A seccomp filter, resolved by the host from the CRI profile (capability and architecture conditions already applied). Architectures are libseccomp names (x86_64, x86, x32); the guest's own is always included. */
+export interface Seccomp {
+  readonly defaultAction: SeccompAction;
+  readonly defaultErrnoRet: number;
+  readonly architectures: readonly string[];
+  readonly rules: readonly SeccompRule[];
+}
+
+/** What to run and as whom; capabilities is the full set the process keeps (names like CAP_CHOWN). The seccomp filter is installed last before exec when no_new_privileges is set, else before the process drops its privileges (as runc does). */
 export interface Process {
   readonly args: readonly string[];
   readonly env: readonly string[];
@@ -109,6 +152,7 @@ export interface Process {
   readonly noNewPrivileges: boolean;
   readonly capabilities: readonly string[];
   readonly username: string;
+  readonly seccomp: Seccomp;
 }
 
 /** Reply to any request that failed. */
@@ -379,6 +423,33 @@ export const descriptors: Readonly<Record<string, StructDescriptor>> = {
       { name: 'unified', tag: 8, type: 'struct', repeated: true, struct: 'KeyValue' },
     ],
   },
+  SeccompArg: {
+    name: 'SeccompArg',
+    fields: [
+      { name: 'index', tag: 1, type: 'u32', repeated: false },
+      { name: 'value', tag: 2, type: 'u64', repeated: false },
+      { name: 'valueTwo', tag: 3, type: 'u64', repeated: false },
+      { name: 'op', tag: 4, type: 'u32', repeated: false },
+    ],
+  },
+  SeccompRule: {
+    name: 'SeccompRule',
+    fields: [
+      { name: 'names', tag: 1, type: 'string', repeated: true },
+      { name: 'action', tag: 2, type: 'u32', repeated: false },
+      { name: 'errnoRet', tag: 3, type: 'u32', repeated: false },
+      { name: 'args', tag: 4, type: 'struct', repeated: true, struct: 'SeccompArg' },
+    ],
+  },
+  Seccomp: {
+    name: 'Seccomp',
+    fields: [
+      { name: 'defaultAction', tag: 1, type: 'u32', repeated: false },
+      { name: 'defaultErrnoRet', tag: 2, type: 'u32', repeated: false },
+      { name: 'architectures', tag: 3, type: 'string', repeated: true },
+      { name: 'rules', tag: 4, type: 'struct', repeated: true, struct: 'SeccompRule' },
+    ],
+  },
   Process: {
     name: 'Process',
     fields: [
@@ -395,6 +466,7 @@ export const descriptors: Readonly<Record<string, StructDescriptor>> = {
       { name: 'noNewPrivileges', tag: 11, type: 'bool', repeated: false },
       { name: 'capabilities', tag: 12, type: 'string', repeated: true },
       { name: 'username', tag: 13, type: 'string', repeated: false },
+      { name: 'seccomp', tag: 14, type: 'struct', repeated: false, struct: 'Seccomp' },
     ],
   },
   ErrorReply: {
