@@ -142,6 +142,17 @@ describe('hyper engine: container lifecycle in one pod VM', () => {
     await ok(engine.removeContainer(c));
   });
 
+  it('starts processes with no blocked or ignored signals (the agent blocks SIGCHLD, ignores SIGPIPE)', async () => {
+    const c = await start(await h.container(pod, BUSYBOX, { command: ['sleep', '3600'] }));
+    const none = 'SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n';
+    for (const pid of ['1', 'self']) {
+      const r = await ok(engine.execSync(c, ['grep', '-E', '^Sig(Blk|Ign)', `/proc/${pid}/status`], 30));
+      expect(r.stdout.toString()).toBe(none);
+    }
+    await ok(engine.stopContainer(c, 0));
+    await ok(engine.removeContainer(c));
+  });
+
   it('applies security settings and CRI host-path mounts', async () => {
     const hostDir = mkdtempSync(join(h.dir, 'hostpath-'));
     writeFileSync(join(hostDir, 'data.txt'), 'from the host\n');
