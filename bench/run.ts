@@ -7,7 +7,16 @@
  *   pnpm bench [--parts podstart,limits,overhead,density] [-n 20] [--help]
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -15,7 +24,7 @@ import * as prettier from 'prettier';
 import { Cleanup } from './lib/cleanup.js';
 import { startContainerd, CONTAINERD_SANDBOX_IMAGE, type Containerd } from './lib/containerd.js';
 import { CriDriver, type Workload } from './lib/cri.js';
-import { REGISTRY, startHcr, type EngineKind, type HcrShim } from './lib/hcr.js';
+import { REGISTRY, startHcr, type EngineKind, type HcrShim, type ShimForm } from './lib/hcr.js';
 import { commitInfo, load1, machineInfo, type CommitInfo } from './lib/machine.js';
 import { deleteBridge, writeConflist } from './lib/net.js';
 import { dockerDaemonPids, findPids } from './lib/procs.js';
@@ -56,6 +65,8 @@ const HELP = `pnpm bench [options]          (root; needs dockerd, the local regi
   --stats-pods N         running pods for the stats calls (10)
   --density LIST         per-target pod limits, e.g. docker=200,containerd=200,unikernel=50,hyper=20
   --hold N               seconds the density pods are held before the health check (10)
+  --shim source|dist     run the shim from sources through tsx (default) or from the build (pnpm build first;
+                         memory figures are only representative of a node from the build)
   --ref REF              run HCR from commit REF (a git archive snapshot) instead of the working tree
   --before REF           also run HCR from commit REF in the same run (targets *-before): fast paths before/after
   --label TEXT           name of this run in the result file
@@ -79,10 +90,16 @@ interface Options {
   readonly holdSeconds: number;
   readonly label: string;
   readonly ref: string | null;
+  readonly shim: ShimForm;
   readonly before: string | null;
   readonly out: string;
   readonly docs: boolean;
   readonly reportOnly: boolean;
+}
+
+function shimForm(v: string): ShimForm {
+  if (v !== 'source' && v !== 'dist') throw new Error(`--shim must be "source" or "dist", got "${v}"`);
+  return v;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -103,6 +120,7 @@ function parseOptions(argv: string[]): Options {
       hold: { type: 'string' },
       label: { type: 'string' },
       ref: { type: 'string' },
+      shim: { type: 'string' },
       before: { type: 'string' },
       out: { type: 'string' },
       'no-docs': { type: 'boolean' },
@@ -155,6 +173,7 @@ function parseOptions(argv: string[]): Options {
     holdSeconds: int('--hold', values.hold, 10, 0),
     label: values.label ?? '',
     ref: values.ref ?? env['BENCH_REF'] ?? null,
+    shim: shimForm(values.shim ?? env['BENCH_SHIM'] ?? 'source'),
     before: values.before ?? env['BENCH_BEFORE'] ?? null,
     out: resolve(values.out ?? join(repoRoot, 'bench/results/latest.json')),
     docs: values['no-docs'] !== true,
@@ -164,8 +183,12 @@ function parseOptions(argv: string[]): Options {
 
 const log = (line: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`);
 
-/** Fails early, with what to do, when the host lacks something the bench needs. */
-async function preflight(o: Options): Promise<void> {
+/**
+ * Fails early, with what to do, when the host lacks something the bench needs.
+ * Returns how many sources are newer than the build `--shim dist` runs.
+ */
+async function preflight(o: Options): Promise<number> {
+  let staleSources = 0;
   if (process.getuid?.() !== 0) throw new Error('the bench needs root (network namespaces, CNI, containerd)');
   try {
     execFileSync('/usr/bin/docker', ['info', '--format', '{{.ServerVersion}}'], { stdio: 'pipe', timeout: 10_000 });
@@ -181,6 +204,19 @@ async function preflight(o: Options): Promise<void> {
       throw new Error('containerd is not installed (apt-get install containerd), or pass --no-containerd');
     }
   }
+  if (o.shim === 'dist') {
+    if (o.ref !== null) throw new Error("--shim dist runs the working tree's build; it cannot be combined with --ref");
+    const bin = join(repoRoot, 'packages/cri/dist/bin.js');
+    if (!existsSync(bin)) throw new Error(`${bin} is missing; run \`pnpm build\` first or use --shim source`);
+    const built = statSync(bin).mtimeMs;
+    const stale = newestSource().filter((f) => f.mtimeMs > built);
+    staleSources = stale.length;
+    if (stale.length > 0) {
+      log(
+        `WARNING: the build is older than ${stale.length} source file(s), e.g. ${stale[0]!.path}; run \`pnpm build\``,
+      );
+    }
+  }
   for (const n of Object.values(NETS)) {
     if (
       existsSync(`/sys/class/net/${n.bridge}/brif`) &&
@@ -189,6 +225,21 @@ async function preflight(o: Options): Promise<void> {
       throw new Error(`bridge ${n.bridge} still has pods attached (another bench running, or a crashed one?)`);
     }
   }
+  return staleSources;
+}
+
+/** Source files of the packages the shim is built from, with their modification times. */
+function newestSource(): { path: string; mtimeMs: number }[] {
+  const out: { path: string; mtimeMs: number }[] = [];
+  for (const pkg of ['core', 'cri', 'engine-docker', 'engine-hyper', 'engine-unikernel']) {
+    const src = join(repoRoot, 'packages', pkg, 'src');
+    if (!existsSync(src)) continue;
+    for (const f of readdirSync(src, { recursive: true, encoding: 'utf8' })) {
+      if (!f.endsWith('.ts') || f.endsWith('.test.ts')) continue;
+      out.push({ path: join(src, f), mtimeMs: statSync(join(src, f)).mtimeMs });
+    }
+  }
+  return out;
 }
 
 /** Which HCR engines of the tree at `root` can run here, and why the others cannot. */
@@ -221,7 +272,7 @@ async function main(): Promise<void> {
     log(`regenerated docs/benchmarks.md from ${o.out}`);
     return;
   }
-  await preflight(o);
+  const staleSources = await preflight(o);
   const cleanup = new Cleanup();
   let interrupted = false;
   const onSignal = (sig: string) => {
@@ -278,7 +329,9 @@ async function main(): Promise<void> {
     const conf = writeConflist(join(base, `${name}-cni`), `${name}-bench`, net.bridge, net.subnet);
     cleanup.defer(`delete bridge ${net.bridge}`, () => deleteBridge(net.bridge));
     log(`starting HCR${suffix} from ${root === repoRoot ? 'the working tree' : root} (engines: ${usable.join(', ')})`);
-    const shim = await startHcr({ repoRoot: root, dir: join(base, name), network: conf, engines: usable });
+    // Snapshots have no build: an earlier commit always runs from its sources.
+    const form: ShimForm = name === 'hcr' ? o.shim : 'source';
+    const shim = await startHcr({ repoRoot: root, dir: join(base, name), network: conf, engines: usable, shim: form });
     cleanup.defer(`stop HCR${suffix}`, () => shim.stop());
     for (const [e, why] of avail) {
       const id = `hcr-${e}${suffix}`;
@@ -450,7 +503,7 @@ async function main(): Promise<void> {
     loadAtEnd: load1(),
     commit,
     ...(before === null ? {} : { before: { ref: before.ref, sha: before.sha, subject: before.subject } }),
-    options: { ...o, parts: [...o.parts] },
+    options: { ...o, parts: [...o.parts], ...(o.shim === 'dist' ? { sourcesNewerThanBuild: staleSources } : {}) },
     targets,
     ...(podStart === undefined ? {} : { podStart }),
     ...(limits === undefined ? {} : { limits }),

@@ -1,4 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { criClient } from '../../packages/cri/src/client.js';
@@ -23,6 +24,23 @@ export interface HcrOptions {
   readonly engineOptions?: Partial<Record<EngineKind, Readonly<Record<string, string | number | boolean>>>>;
   /** `info` is what a node runs with; it is the default so logging cost is measured, not hidden. */
   readonly logLevel?: 'debug' | 'info' | 'warn';
+  /**
+   * `source` runs packages/cri/src/bin.ts through tsx (no build needed, as the
+   * tests do); `dist` runs the built packages/cri/dist/bin.js (`pnpm build`),
+   * which is what a node runs and what memory figures should come from: tsx
+   * keeps transpiled sources and source maps resident (about 40 MiB here).
+   */
+  readonly shim?: ShimForm;
+}
+
+/** How the shim is started: from TypeScript sources or from the build. */
+export type ShimForm = 'source' | 'dist';
+
+/** The node argv (after the node binary) that runs `hcr` in `form` from `root`. */
+export function shimArgv(root: string, form: ShimForm): string[] {
+  return form === 'dist'
+    ? [join(root, 'packages/cri/dist/bin.js')]
+    : ['--conditions=hcr-source', '--import', 'tsx', join(root, 'packages/cri/src/bin.ts')];
 }
 
 /** A running `hcr serve` owned by the bench. */
@@ -30,8 +48,8 @@ export interface HcrShim {
   readonly socket: string;
   readonly pid: number;
   readonly logFile: string;
-  /** Engine instances that are configured but failed to start, with the reason (from Status). */
-  readonly failedEngines: Readonly<Record<string, string>>;
+  /** Engine kinds whose instance is configured but failed to start, with the reason (from Status). */
+  readonly failedEngines: Readonly<Partial<Record<EngineKind, string>>>;
   /** Resident set size of the shim process now (KiB). */
   rssKiB(): number;
   /** SIGTERM, wait, then remove its dirs and bridge (pods must be gone first). */
@@ -49,6 +67,11 @@ export async function startHcr(o: HcrOptions): Promise<HcrShim> {
   const socket = join(o.dir, 'hcr.sock');
   const configPath = join(o.dir, 'config.toml');
   const toml = (v: unknown) => JSON.stringify(v);
+  // Engines label what they make with their instance name and, on start, remove
+  // labelled objects no record of theirs owns: a name shared with any other shim
+  // on this dockerd would make each remove the other's pods. Unique per run.
+  const tag = randomBytes(3).toString('hex');
+  const instance = (kind: EngineKind) => `${kind}-bench-${tag}`;
   writeFileSync(
     configPath,
     [
@@ -62,15 +85,15 @@ export async function startHcr(o: HcrOptions): Promise<HcrShim> {
       `[images]`,
       `root = ${toml(join(o.dir, 'images'))}`,
       `[router]`,
-      `default_engine = "docker"`,
+      `default_engine = "${instance('docker')}"`,
       `defer_binding = false`,
-      ...(o.engines.includes('unikernel') ? [`unikernel_engine = "unikernel"`] : []),
+      ...(o.engines.includes('unikernel') ? [`unikernel_engine = "${instance('unikernel')}"`] : []),
       ...o.engines.flatMap((e) => [
-        `[engines.${e}]`,
+        `[engines.${instance(e)}]`,
         `kind = "${e}"`,
         ...Object.entries(o.engineOptions?.[e] ?? {}).map(([k, v]) => `${k} = ${toml(v)}`),
       ]),
-      ...o.engines.flatMap((e) => [`[runtimes.${e}]`, `engine = "${e}"`]),
+      ...o.engines.flatMap((e) => [`[runtimes.${e}]`, `engine = "${instance(e)}"`]),
       ...['registry.k8s.io', 'gcr.io', 'docker.io'].flatMap((h) => [
         `[registries.${toml(h)}]`,
         `mirrors = [${toml(`http://${REGISTRY}`)}]`,
@@ -83,19 +106,11 @@ export async function startHcr(o: HcrOptions): Promise<HcrShim> {
   const fd = openSync(logFile, 'a');
   let child: ChildProcess;
   try {
-    child = spawn(
-      process.execPath,
-      [
-        '--conditions=hcr-source',
-        '--import',
-        'tsx',
-        join(o.repoRoot, 'packages/cri/src/bin.ts'),
-        'serve',
-        '--config',
-        configPath,
-      ],
-      { cwd: o.repoRoot, stdio: ['ignore', fd, fd], detached: false },
-    );
+    child = spawn(process.execPath, [...shimArgv(o.repoRoot, o.shim ?? 'source'), 'serve', '--config', configPath], {
+      cwd: o.repoRoot,
+      stdio: ['ignore', fd, fd],
+      detached: false,
+    });
   } finally {
     closeSync(fd);
   }
@@ -114,7 +129,13 @@ export async function startHcr(o: HcrOptions): Promise<HcrShim> {
     rmSync(o.dir, { recursive: true, force: true });
   };
   try {
-    const failedEngines = await waitReady(socket, child, logFile);
+    const failedByInstance = await waitReady(socket, child, logFile);
+    const failedEngines = Object.fromEntries(
+      o.engines.flatMap((e) => {
+        const why = failedByInstance[instance(e)];
+        return why === undefined ? [] : [[e, why]];
+      }),
+    ) as Partial<Record<EngineKind, string>>;
     return { socket, pid, logFile, failedEngines, rssKiB: () => rssKiB(pid), stop };
   } catch (e) {
     await stop();

@@ -407,6 +407,7 @@ per-call process start-up in any figure. Regenerate with \`pnpm bench\` (about 2
 - **Run**: ${r.startedAt.slice(0, 19)}Z, ${Math.round(r.durationSeconds / 60)} min${r.label ? `, "${r.label}"` : ''}; commit \`${r.commit.sha.slice(0, 12)}\` ${r.commit.dirty ? '(with uncommitted changes in the tree) ' : ''}— ${r.commit.subject}
 - **Machine**: ${m.cpuModel}, ${m.cores} cores, ${Math.round(m.memTotalMiB / 1024)} GiB; ${m.os}, kernel ${m.kernel}; Node ${m.node}
 - **Tools**: dockerd ${m.versions['dockerd'] ?? '?'}, ${m.versions['containerd'] ?? '?'}, ${m.versions['runc']?.replace(/\n.*/s, '') ?? '?'}, ${m.versions['qemu'] ?? '?'}, CNI plugins ${m.versions['cniPlugins'] ?? '?'}
+- **Shim**: ${r.options['shim'] === 'dist' ? 'the build (`packages/cri/dist/bin.js`, as a node runs it)' : "TypeScript sources through tsx (`--shim source`); its memory includes tsx's transpiled sources and source maps, so RSS figures overstate a built shim"}${r.before === undefined ? '' : '; the `-before` targets run from sources'}
 - **Load average** (1 min) at start / end: ${m.loadAtStart.toFixed(2)} / ${r.loadAtEnd.toFixed(2)} — other work on this shared host was running; see [Method](#method).
 ${unavailable.length > 0 ? `- **Not measured**: ${unavailable.map(([id, t]) => `\`${id}\` (${t.reason ?? ''})`).join('; ')}\n` : ''}${r.failures.length > 0 ? `- **Failed parts**: ${r.failures.map((f) => `${f.part}: ${f.error}`).join('; ')}\n` : ''}
 ## Goals (issue 9)
