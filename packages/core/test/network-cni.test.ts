@@ -415,6 +415,14 @@ describe('CniNetworkManager with fake plugins', () => {
     expect(calls()).toEqual([]);
   });
 
+  it('succeeds at DEL with no record for a pod whose identity CNI_ARGS cannot carry: no ADD can have run', async () => {
+    const { m } = setup();
+    const bad = { ...spec(), metadata: { ...spec().metadata, uid: 'u=1' } };
+    expect((await m.attach('sb11', liveNs, bad))._unsafeUnwrapErr().code).toBe('InvalidArgument');
+    (await m.detach('sb11', liveNs, bad))._unsafeUnwrap();
+    expect(calls()).toEqual([]);
+  });
+
   it('undoes a failed ADD with DEL and forgets it', async () => {
     const { m, cacheDir } = setup();
     behave({ 'bridge:ADD': { stdout: added }, 'portmap:ADD': { exit: 1, stdout: { code: 999, msg: 'no iptables' } } });

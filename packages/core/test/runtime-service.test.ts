@@ -381,6 +381,18 @@ describe('RuntimeService (fake host)', () => {
     expect(net.dels).toBe(1);
   });
 
+  it('refuses pod identity that CNI_ARGS cannot carry before making anything', async () => {
+    for (const field of ['name', 'namespace', 'uid'] as const) {
+      const spec = podSpec();
+      const e = (
+        await rt.runPodSandbox({ ...spec, metadata: { ...spec.metadata, [field]: 'a=b;c' } })
+      )._unsafeUnwrapErr();
+      expect(e).toMatchObject({ code: 'InvalidArgument', details: { field: `metadata.${field}` } });
+    }
+    expect(store.listSandboxes()).toEqual([]);
+    expect(net.netns.size).toBe(0);
+  });
+
   it('binds a deferred pod from its first image and refuses mixing kinds', async () => {
     rt.close();
     rt = new RuntimeService({

@@ -197,16 +197,21 @@ export class CniNetworkManager implements NetworkManager {
           return fromPromise(removeCache(this.options.cacheDir, sandboxId), 'removing the CNI record');
         }
         const missing = missingPlugins(config, this.options.binDirs);
-        if (missing.length > 0 && (lastNetwork?.cniResult ?? null) === null) {
-          // The record is written before any ADD, so none ran; and a DEL could not run without these plugins.
-          this.#log.warn({ sandboxId, missing }, 'CNI DEL skipped: no cached attachment and plugins missing');
+        const args = kubernetesCniArgs(sandboxId, spec);
+        const argsError = formatCniArgs(args).match(
+          () => null,
+          (e) => e.message,
+        );
+        if ((missing.length > 0 || argsError !== null) && (lastNetwork?.cniResult ?? null) === null) {
+          // The record is written before any ADD, so none ran; and no DEL could run either.
+          this.#log.warn({ sandboxId, missing, argsError }, 'CNI DEL skipped: no cached attachment and DEL cannot run');
           return okAsync(undefined);
         }
         const entry: CniCacheEntry = {
           sandboxId,
           ifName: POD_IFNAME,
           netnsPath,
-          args: kubernetesCniArgs(sandboxId, spec),
+          args,
           capabilityArgs: capabilityArgs(spec),
           config,
           result: lastNetwork?.cniResult ?? null,

@@ -17,6 +17,16 @@ function checkName(value: string, field: string): HcrError | null {
   return null;
 }
 
+/** Pod identity travels to CNI plugins in CNI_ARGS (`K=V;K=V`), which has no escaping. */
+function checkCniArg(value: string, field: string): HcrError | null {
+  return /[;=]/.test(value)
+    ? errors.invalidArgument(
+        `${field} ${JSON.stringify(value)} must not contain ";" or "=" (it is passed to CNI plugins in CNI_ARGS)`,
+        field,
+      )
+    : null;
+}
+
 function checkMaps(labels: StringMap, annotations: StringMap, what: string): HcrError | null {
   let size = 0;
   for (const [k, v] of [...Object.entries(labels), ...Object.entries(annotations)]) {
@@ -41,6 +51,9 @@ export function validateSandboxSpec(spec: SandboxSpec): Result<SandboxSpec, HcrE
     (spec.metadata.uid.includes('\0') || spec.metadata.uid.includes('/')
       ? errors.invalidArgument('metadata.uid must not contain "/" or NUL', 'metadata.uid')
       : null) ??
+    checkCniArg(spec.metadata.name, 'metadata.name') ??
+    checkCniArg(spec.metadata.namespace, 'metadata.namespace') ??
+    checkCniArg(spec.metadata.uid, 'metadata.uid') ??
     (spec.metadata.attempt < 0 ? errors.invalidArgument('metadata.attempt must be >= 0', 'metadata.attempt') : null) ??
     (spec.logDirectory !== '' && (!isAbsolute(spec.logDirectory) || spec.logDirectory.includes('\0'))
       ? errors.invalidArgument(
