@@ -56,6 +56,9 @@ export function fromDocker(e: unknown, context: string, socket?: string): HcrErr
       return errors.notFound(message);
     case 409:
       return errors.failedPrecondition(message);
+    case 500:
+      // dockerd 20.10 answers an exec in a stopped container with 500 (later versions: 409).
+      return /\bis not running\b/.test(message) ? errors.failedPrecondition(message) : errors.internal(message, e);
     case undefined:
       return new HcrError('Internal', message, { cause: e });
     default:

@@ -264,6 +264,13 @@ describe('small mappings', () => {
     expect(r.warnings).toHaveLength(1);
     expect(dockerResources(emptyResources).value).toEqual({});
   });
+  it('clamps cpu_shares into the range cpu.shares takes, with a warning', () => {
+    expect(dockerResources({ ...emptyResources, cpuShares: 1 })).toEqual({
+      value: { CpuShares: 2 },
+      warnings: ['cpu_shares 1 clamped to 2, the range cgroup cpu.shares takes'],
+    });
+    expect(dockerResources({ ...emptyResources, cpuShares: 1 << 20 }).value).toEqual({ CpuShares: 262_144 });
+  });
   it('clamps a negative oom_score_adj only when it cannot be applied', () => {
     expect(dockerOomScoreAdj(-998, false)).toMatchObject({ value: 0, warnings: [expect.stringContaining('-998')] });
     expect(dockerOomScoreAdj(-998, true)).toEqual({ value: -998, warnings: [] });

@@ -254,6 +254,10 @@ export function containerNamespaces(
   });
 }
 
+/** The range cgroup v1 `cpu.shares` accepts (the kubelet's own minimum is 2 as well). */
+const CPU_SHARES_MIN = 2;
+const CPU_SHARES_MAX = 262_144;
+
 /**
  * Docker resource settings for CRI resources; `0`/empty stays unset. Swap is
  * limited to the memory limit unless CRI allows more, as the kubelet means it.
@@ -262,7 +266,13 @@ export function containerNamespaces(
 export function dockerResources(r: LinuxResources): Built<DockerResources> {
   const warnings: string[] = [];
   const out: DockerResources = {};
-  if (r.cpuShares > 0) out.CpuShares = r.cpuShares;
+  if (r.cpuShares > 0) {
+    // The kernel rounds cpu.shares into this range and runc then fails on the read-back mismatch.
+    const shares = Math.min(CPU_SHARES_MAX, Math.max(CPU_SHARES_MIN, r.cpuShares));
+    if (shares !== r.cpuShares)
+      warnings.push(`cpu_shares ${r.cpuShares} clamped to ${shares}, the range cgroup cpu.shares takes`);
+    out.CpuShares = shares;
+  }
   if (r.cpuPeriod > 0) out.CpuPeriod = r.cpuPeriod;
   if (r.cpuQuota > 0) out.CpuQuota = r.cpuQuota;
   if (r.memoryLimitInBytes > 0) {
