@@ -32,7 +32,13 @@ import { RESULT_SCHEMA, type BenchResults, type TargetInfo } from './lib/results
 import { snapshot } from './lib/snapshot.js';
 import { writeReport } from './report/markdown.js';
 import { runDensity, type DensityResult } from './suites/density.js';
-import { rawHyperBoot, rawUnikernelBoot, type RawBoot } from './suites/limits.js';
+import {
+  rawDockerPauseStart,
+  rawHyperBoot,
+  rawUnikernelBoot,
+  type DockerPauseStart,
+  type RawBoot,
+} from './suites/limits.js';
 import { runOverhead, type OverheadResult } from './suites/overhead.js';
 import { errorText, runPodStart, type PodStartResult } from './suites/podstart.js';
 
@@ -306,7 +312,7 @@ async function main(): Promise<void> {
   const shims = new Map<string, HcrShim>();
   let ctd: Containerd | null = null;
   let podStart: Record<string, PodStartResult> | undefined;
-  let limits: { hyper?: RawBoot; unikernel?: RawBoot } | undefined;
+  let limits: { hyper?: RawBoot; unikernel?: RawBoot; dockerPause?: DockerPauseStart } | undefined;
   let overhead: Record<string, OverheadResult> | undefined;
   let density: Record<string, DensityResult> | undefined;
   const workloads: Record<EngineKind, Workload> = {
@@ -427,6 +433,13 @@ async function main(): Promise<void> {
           `  unikernel raw: ${limits.unikernel.measured ? `p50 ${limits.unikernel.boot.p50} ms` : limits.unikernel.reason}`,
         );
       }
+      if (o.engines.includes('docker')) {
+        limits.dockerPause = await rawDockerPauseStart(o.rawRuns);
+        const p = limits.dockerPause;
+        log(
+          `  docker pause create+start: ${p.measured ? `none p50 ${p.networkNone?.p50} ms, host p50 ${p.networkHost?.p50} ms` : p.reason}`,
+        );
+      }
       if (o.engines.includes('hyper')) {
         limits.hyper = await rawHyperBoot(tree?.dir ?? repoRoot, o.rawRuns);
         log(`  hyper raw: ${limits.hyper.measured ? `p50 ${limits.hyper.boot.p50} ms` : limits.hyper.reason}`);
@@ -503,7 +516,12 @@ async function main(): Promise<void> {
     loadAtEnd: load1(),
     commit,
     ...(before === null ? {} : { before: { ref: before.ref, sha: before.sha, subject: before.subject } }),
-    options: { ...o, parts: [...o.parts], ...(o.shim === 'dist' ? { sourcesNewerThanBuild: staleSources } : {}) },
+    options: {
+      argv: process.argv.slice(2),
+      ...o,
+      parts: [...o.parts],
+      ...(o.shim === 'dist' ? { sourcesNewerThanBuild: staleSources } : {}),
+    },
     targets,
     ...(podStart === undefined ? {} : { podStart }),
     ...(limits === undefined ? {} : { limits }),

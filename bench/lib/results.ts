@@ -1,5 +1,5 @@
 import type { DensityResult } from '../suites/density.js';
-import type { RawBoot } from '../suites/limits.js';
+import type { DockerPauseStart, RawBoot } from '../suites/limits.js';
 import type { OverheadResult } from '../suites/overhead.js';
 import type { PodStartResult } from '../suites/podstart.js';
 import type { CommitInfo, MachineInfo } from './machine.js';
@@ -30,7 +30,7 @@ export interface BenchResults {
   readonly options: Readonly<Record<string, unknown>>;
   readonly targets: Readonly<Record<string, TargetInfo>>;
   readonly podStart?: Readonly<Record<string, PodStartResult>>;
-  readonly limits?: { readonly hyper?: RawBoot; readonly unikernel?: RawBoot };
+  readonly limits?: { readonly hyper?: RawBoot; readonly unikernel?: RawBoot; readonly dockerPause?: DockerPauseStart };
   readonly overhead?: Readonly<Record<string, OverheadResult>>;
   readonly density?: Readonly<Record<string, DensityResult>>;
   /** Parts that failed as a whole, with the error. */

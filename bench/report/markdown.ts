@@ -229,6 +229,30 @@ function limitsSection(r: BenchResults): string {
   };
   add('hyper', l.hyper, ps['hcr-hyper']?.serial.start);
   add('unikernel', l.unikernel, ps['hcr-unikernel']?.serial.start, ps['hcr-unikernel']?.serial.firstOutput);
+  const dp = l.dockerPause;
+  if (dp !== undefined) {
+    const runp = ps['hcr-docker']?.serial.runp;
+    rows.push(
+      dp.measured
+        ? [
+            'docker',
+            'Engine API create + start of the pause container, NetworkMode none (as the engine does)',
+            `${ms(dp.networkNone?.p50)} / ${ms(dp.networkNone?.p95)} (n=${dp.networkNone?.n ?? 0})`,
+            runp === undefined ? '–' : `RunPodSandbox ${ms(runp.p50)} / ${ms(runp.p95)}`,
+            x(ratio(runp?.p50, dp.networkNone?.p50)),
+          ]
+        : ['docker', 'pause container create + start', `not measured: ${dp.reason ?? ''}`, '–', '–'],
+    );
+    if (dp.measured) {
+      rows.push([
+        'docker',
+        'the same with NetworkMode host (no libnetwork namespace)',
+        `${ms(dp.networkHost?.p50)} / ${ms(dp.networkHost?.p95)}`,
+        '–',
+        '–',
+      ]);
+    }
+  }
   const cmds = [l.hyper, l.unikernel].flatMap((b) => (b?.measured === true ? [`- ${b.what}: \`${b.command}\``] : []));
   return [
     table(['engine', 'raw measurement', 'raw p50 / p95 (ms)', 'HCR pod start p50 / p95', 'HCR / raw (p50)'], rows, [
@@ -404,6 +428,7 @@ per-call process start-up in any figure. Regenerate with \`pnpm bench\` (about 2
 \`pnpm bench --help\` for parts and sizes) or, from the stored results only,
 \`pnpm bench --report-only\`.
 
+- **Command**: \`pnpm bench ${((r.options['argv'] as string[] | undefined) ?? []).join(' ')}\`
 - **Run**: ${r.startedAt.slice(0, 19)}Z, ${Math.round(r.durationSeconds / 60)} min${r.label ? `, "${r.label}"` : ''}; commit \`${r.commit.sha.slice(0, 12)}\` ${r.commit.dirty ? '(with uncommitted changes in the tree) ' : ''}— ${r.commit.subject}
 - **Machine**: ${m.cpuModel}, ${m.cores} cores, ${Math.round(m.memTotalMiB / 1024)} GiB; ${m.os}, kernel ${m.kernel}; Node ${m.node}
 - **Tools**: dockerd ${m.versions['dockerd'] ?? '?'}, ${m.versions['containerd'] ?? '?'}, ${m.versions['runc']?.replace(/\n.*/s, '') ?? '?'}, ${m.versions['qemu'] ?? '?'}, CNI plugins ${m.versions['cniPlugins'] ?? '?'}

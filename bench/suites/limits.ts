@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import { round, summarize, type Summary } from '../lib/stats.js';
 
@@ -181,4 +182,100 @@ export async function rawHyperBoot(repoRoot: string, runs: number): Promise<RawB
     command: `QemuDriver (packages/engine-hyper/src/vm/qemu.ts) with ${kernel}, ${initrd}; then Hello over virtio-serial`,
     boot: round(summarize(samples)),
   };
+}
+
+/** One Docker Engine API call over the unix socket (the bench needs only a handful). */
+function dockerApi(method: string, path: string, body?: object): Promise<{ status: number; json: unknown }> {
+  return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const req = request(
+      {
+        socketPath: '/var/run/docker.sock',
+        method,
+        path,
+        headers:
+          payload === undefined
+            ? {}
+            : { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload) },
+      },
+      (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => (text += c.toString('utf8')));
+        res.on('end', () => {
+          let json: unknown = null;
+          try {
+            json = text === '' ? null : JSON.parse(text);
+          } catch {
+            json = text;
+          }
+          resolve({ status: res.statusCode ?? 0, json });
+        });
+      },
+    );
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+/** Docker-side floor of the docker engine's RunPodSandbox: create + start of its pause container. */
+export interface DockerPauseStart {
+  readonly measured: boolean;
+  readonly reason?: string;
+  readonly image?: string;
+  /** NetworkMode none, as the engine starts pause today (libnetwork makes a netns pause then leaves). */
+  readonly networkNone?: Summary;
+  /** NetworkMode host: the same start without libnetwork's namespace. */
+  readonly networkHost?: Summary;
+}
+
+/**
+ * What dockerd alone takes to create and start HCR's pause container, timed
+ * through the Engine API with no HCR involved: the part of the docker
+ * engine's RunPodSandbox that no change inside HCR can remove (short of
+ * starting it before the pod is asked for).
+ */
+export async function rawDockerPauseStart(runs: number): Promise<DockerPauseStart> {
+  const images = await dockerApi(
+    'GET',
+    `/images/json?filters=${encodeURIComponent(JSON.stringify({ label: ['io.hcr.kind=pause'] }))}`,
+  ).catch((e: unknown) => ({ status: 0, json: (e as Error).message }));
+  const list = Array.isArray(images.json) ? (images.json as { RepoTags?: string[] }[]) : [];
+  const image = list.flatMap((i) => i.RepoTags ?? []).find((t) => t.startsWith('hcr.local/pause:'));
+  if (image === undefined) {
+    return { measured: false, reason: 'no HCR pause image in dockerd (run the podstart part first)' };
+  }
+  const once = async (mode: 'none' | 'host'): Promise<number> => {
+    const t0 = performance.now();
+    const created = await dockerApi('POST', '/containers/create', {
+      Image: image,
+      Entrypoint: ['/pause'],
+      Labels: { 'io.hcr.bench': 'pause-start' },
+      HostConfig: { NetworkMode: mode, CapDrop: ['ALL'], ReadonlyRootfs: true },
+    });
+    const id = (created.json as { Id?: string } | null)?.Id;
+    if (created.status !== 201 || id === undefined) throw new Error(`create: ${JSON.stringify(created.json)}`);
+    try {
+      const started = await dockerApi('POST', `/containers/${id}/start`);
+      if (started.status !== 204) throw new Error(`start: ${JSON.stringify(started.json)}`);
+      return performance.now() - t0;
+    } finally {
+      await dockerApi('DELETE', `/containers/${id}?force=true`);
+    }
+  };
+  const none: number[] = [];
+  const host: number[] = [];
+  try {
+    for (let i = 0; i <= runs; i++) {
+      // Alternate, so drifting load affects both alike; the first pair warms up.
+      const a = await once('none');
+      const b = await once('host');
+      if (i > 0) {
+        none.push(a);
+        host.push(b);
+      }
+    }
+  } catch (e) {
+    return { measured: false, reason: `docker API: ${(e as Error).message}` };
+  }
+  return { measured: true, image, networkNone: round(summarize(none)), networkHost: round(summarize(host)) };
 }
