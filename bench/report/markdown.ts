@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import * as prettier from 'prettier';
 import type { BenchResults } from '../lib/results.js';
@@ -6,7 +6,7 @@ import type { Summary } from '../lib/stats.js';
 import type { RawBoot } from '../suites/limits.js';
 import type { PodStartSeries } from '../suites/podstart.js';
 import { FAST_PATHS, TARGET_NOTES, METHOD_NOTES } from './notes.js';
-import { barChart, type BarGroup } from './svg.js';
+import { barChart, type BarGroup, type Panel } from './svg.js';
 
 const ms = (v: number | undefined, digits = 0): string =>
   v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(digits);
@@ -388,11 +388,16 @@ function fastPathSection(r: BenchResults): string {
   return lines.join('\n');
 }
 
-function chartGroups(r: BenchResults): BarGroup[] {
-  const ps = r.podStart ?? {};
-  return Object.entries(ps)
-    .filter(([id]) => !id.endsWith('-before'))
-    .map(([id, v]) => ({
+/**
+ * The chart's panels: pods that boot a VM kernel take seconds and would
+ * flatten everything else on a shared scale, so targets whose serial start
+ * is far above the rest get a panel of their own.
+ */
+function chartPanels(r: BenchResults): Panel[] {
+  const entries = Object.entries(r.podStart ?? {}).filter(([id]) => !id.endsWith('-before'));
+  const groups = entries.map(([id, v]): [number, BarGroup] => [
+    v.serial.start.p50,
+    {
       label: id,
       bars: [
         { series: 'start, serial (p50, whisker p95)', value: v.serial.start.p50, whisker: v.serial.start.p95 },
@@ -403,7 +408,59 @@ function chartGroups(r: BenchResults): BarGroup[] {
         },
         { series: 'teardown, serial (p50, p95)', value: v.serial.teardown.p50, whisker: v.serial.teardown.p95 },
       ],
-    }));
+    },
+  ]);
+  const starts = groups
+    .map(([p50]) => p50)
+    .filter(Number.isFinite)
+    .sort((a, b) => a - b);
+  const median = starts[Math.floor((starts.length - 1) / 2)] ?? Number.NaN;
+  const slow = (p50: number) => Number.isFinite(median) && p50 > 4 * median;
+  const panels: Panel[] = [
+    { subtitle: 'Containers and unikernels', groups: groups.filter(([p]) => !slow(p)).map(([, g]) => g) },
+    { subtitle: 'VM pods (own scale)', groups: groups.filter(([p]) => slow(p)).map(([, g]) => g) },
+  ];
+  return panels.filter((p) => p.groups.length > 0);
+}
+
+/** The fast-path chart: before and after (and containerd) per pod-start metric, starts and teardowns apart. */
+function fastPathPanels(r: BenchResults): Panel[] {
+  const ps = r.podStart ?? {};
+  const bars = (id: string, pick: (s: PodStartSeries) => Summary | undefined, parallel = false) => {
+    const get = (target: string) => {
+      const t = ps[target];
+      return t === undefined ? undefined : pick(parallel ? (t.parallel ?? t.serial) : t.serial);
+    };
+    const entry = (series: string, s: Summary | undefined) => ({
+      series,
+      value: s?.p50 ?? Number.NaN,
+      whisker: s?.p95 ?? Number.NaN,
+    });
+    return [
+      entry('before (p50, whisker p95)', get(`${id}-before`)),
+      entry('after', get(id)),
+      ...(id === 'hcr-docker' ? [entry('containerd, same run', get('containerd'))] : []),
+    ];
+  };
+  return [
+    {
+      subtitle: 'Start',
+      groups: [
+        { label: 'docker: pod start', bars: bars('hcr-docker', (s) => s.start) },
+        { label: 'docker: RunPodSandbox', bars: bars('hcr-docker', (s) => s.runp) },
+        { label: 'docker: 10-way pod start', bars: bars('hcr-docker', (s) => s.start, true) },
+        { label: 'unikernel: pod start', bars: bars('hcr-unikernel', (s) => s.start) },
+      ],
+    },
+    {
+      subtitle: 'Teardown',
+      groups: [
+        { label: 'docker: teardown', bars: bars('hcr-docker', (s) => s.teardown) },
+        { label: 'docker: 10-way teardown', bars: bars('hcr-docker', (s) => s.teardown, true) },
+        { label: 'unikernel: teardown', bars: bars('hcr-unikernel', (s) => s.teardown) },
+      ],
+    },
+  ];
 }
 
 /**
@@ -415,7 +472,13 @@ export async function writeReport(repoRoot: string, r: BenchResults): Promise<vo
   const docs = join(repoRoot, 'docs');
   mkdirSync(join(docs, 'benchmarks'), { recursive: true });
   const svgPath = join(docs, 'benchmarks', 'pod-start.svg');
-  writeFileSync(svgPath, barChart('Pod start and teardown (ms, lower is better)', 'ms', chartGroups(r)));
+  writeFileSync(svgPath, barChart('Pod start and teardown (ms, lower is better)', 'ms', chartPanels(r)));
+  const fastSvg = join(docs, 'benchmarks', 'fast-paths.svg');
+  if (r.before !== undefined) {
+    writeFileSync(fastSvg, barChart('Fast paths: before and after, same run (ms)', 'ms', fastPathPanels(r)));
+  } else {
+    rmSync(fastSvg, { force: true });
+  }
   const g = goals(r);
   const m = r.machine;
   const unavailable = Object.entries(r.targets).filter(([, t]) => !t.available);
@@ -474,7 +537,7 @@ ${densitySection(r)}
 
 ## Fast paths
 
-${fastPathSection(r)}
+${r.before === undefined ? '' : '![fast paths before and after](benchmarks/fast-paths.svg)\n\n'}${fastPathSection(r)}
 
 ## Method
 
