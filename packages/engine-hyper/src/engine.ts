@@ -37,7 +37,7 @@ import { consoleTail, PodVm } from './pod.js';
 import { ContainerStatus, type CreateContainer, type Mount, type Process, type Route } from './protocol/wire.gen.js';
 import { vmSize } from './sizing.js';
 import { EngineState, type ContainerRecord, type SandboxRecord } from './state.js';
-import { seccompFor } from './seccomp.js';
+import { requireSeccompSupport, seccompFor } from './seccomp.js';
 import { containerProcess, containerStatus, execProcess, wireResources } from './translate.js';
 import { chooseAccel, type AccelVerdict } from './vm/kvm.js';
 import { QemuDriver } from './vm/qemu.js';
@@ -509,6 +509,8 @@ export class HyperEngine implements RuntimeEngine {
           kernelRelease: pod.kernelRelease,
         }),
       );
+      const supported = requireSeccompSupport(seccomp, pod.agentFeatures, record.id);
+      if (supported.isErr()) throw supported.error;
       const proc: Process = { ...base.value, seccomp };
       const cdir = join(record.shareDir, 'c', container.id);
       const crec: ContainerRecord = {
@@ -717,7 +719,7 @@ export class HyperEngine implements RuntimeEngine {
     });
   }
 
-  sandboxStats(sandbox: SandboxRef): EngineResult<SandboxStats> {
+  sandboxStats(sandbox: SandboxRef, _containers: readonly ContainerRef[] = []): EngineResult<SandboxStats> {
     return run(async () => {
       const s = await unwrap(this.requirePod(sandbox.id).request('PodStats', {}));
       return {
