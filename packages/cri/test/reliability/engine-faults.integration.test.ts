@@ -67,7 +67,7 @@ describe('engine and host faults (docker engine)', () => {
   }, 120_000);
 
   afterAll(async () => {
-    await dockerd?.stop();
+    await dockerd?.close();
   }, 120_000);
 
   describe('dockerd and container processes', () => {

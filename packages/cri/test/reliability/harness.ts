@@ -10,7 +10,17 @@
  * here lives on its own data root, exec root, socket and pidfile.
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { SqliteStateStore } from '@hcr/core';
 import { leaks, startShim, type ShimOptions, type TestShim } from '../helpers/shim.js';
@@ -23,6 +33,13 @@ export const PRIVATE_DOCKERD = {
   pidfile: '/run/hcr-reliability-dockerd.pid',
   log: '/var/log/hcr-reliability-dockerd.log',
 } as const;
+
+/**
+ * Held (a directory naming its owner's pid) by the test file using the
+ * private dockerd. Other people's runs of this suite on the same machine
+ * would otherwise kill, restart and clean the daemon under each other.
+ */
+const DOCKERD_LOCK = '/run/hcr-reliability-dockerd.lock';
 
 /** Debian's 20.10 client; the newer /usr/local/bin/docker may not speak API 1.41. */
 const DOCKER_CLI = existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
@@ -131,12 +148,21 @@ export class PrivateDockerd {
     await this.awaitGone(pid, 10_000);
   }
 
-  /** Stops dockerd gracefully (used when the suite ends). */
+  /** Stops dockerd gracefully. */
   async stop(): Promise<void> {
     const pid = this.pid();
     if (pid === null) return;
     process.kill(pid, 'SIGTERM');
     await this.awaitGone(pid, 60_000);
+  }
+
+  /** Stops dockerd and hands it to other runs of the suite (when a test file ends). */
+  async close(): Promise<void> {
+    try {
+      await this.stop();
+    } finally {
+      unlockPrivateDockerd();
+    }
   }
 
   private async awaitGone(pid: number, timeoutMs: number): Promise<void> {
@@ -148,11 +174,46 @@ export class PrivateDockerd {
   }
 }
 
+/** Waits for the private dockerd's lock, taking over one whose owner died. */
+async function lockPrivateDockerd(): Promise<void> {
+  const owner = join(DOCKERD_LOCK, 'pid');
+  await waitFor(
+    `${DOCKERD_LOCK} (another run of the reliability suite is using the private dockerd)`,
+    async () => {
+      try {
+        mkdirSync(DOCKERD_LOCK);
+        writeFileSync(owner, String(process.pid));
+        return true;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      }
+      const pid = Number(readFileSync(owner, { encoding: 'utf8', flag: 'a+' }).trim());
+      if (pid === process.pid) return true;
+      // A lock whose owner is gone (or never wrote its pid and is old) is stale.
+      const stale = pid > 0 ? !pidAlive(pid) : Date.now() - statSync(DOCKERD_LOCK).mtimeMs > 60_000;
+      if (stale) rmSync(DOCKERD_LOCK, { recursive: true, force: true });
+      return undefined;
+    },
+    30 * 60_000,
+  );
+}
+
+function unlockPrivateDockerd(): void {
+  try {
+    if (Number(readFileSync(join(DOCKERD_LOCK, 'pid'), 'utf8').trim()) === process.pid)
+      rmSync(DOCKERD_LOCK, { recursive: true, force: true });
+  } catch {
+    // not ours, or already gone
+  }
+}
+
 /**
- * Starts the private dockerd for a test file, after removing HCR objects a
- * previous, interrupted run of this suite may have left on it.
+ * Takes the private dockerd for a test file (waiting for another run that
+ * holds it) and starts it, after removing HCR objects a previous,
+ * interrupted run may have left on it. {@link PrivateDockerd.close} gives it back.
  */
 export async function startPrivateDockerd(): Promise<PrivateDockerd> {
+  await lockPrivateDockerd();
   const d = new PrivateDockerd();
   if (d.pid() === null) await d.start();
   const stale = docker(['ps', '-aq', '--filter', 'label=io.hcr.kind']);

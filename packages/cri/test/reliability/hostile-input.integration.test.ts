@@ -108,7 +108,7 @@ describe('hostile CRI input over the real socket', () => {
   afterAll(async () => {
     raw?.close();
     await shim?.stop();
-    await dockerd?.stop();
+    await dockerd?.close();
     if (root) rmSync(root, { recursive: true, force: true });
   }, 120_000);
 

@@ -72,7 +72,7 @@ describe('load: concurrent readers while pods churn', () => {
     for (const s of stable) await c.rmp(s.pod);
     if (shim !== undefined) expect(allLeaks(shim)).toEqual([]);
     await shim?.stop();
-    await dockerd?.stop();
+    await dockerd?.close();
   }, 120_000);
 
   it(

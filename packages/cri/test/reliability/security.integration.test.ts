@@ -48,7 +48,7 @@ describe('security checks', () => {
 
   afterAll(async () => {
     await shim?.stop();
-    await dockerd?.stop();
+    await dockerd?.close();
     if (logRoot) rmSync(logRoot, { recursive: true, force: true });
   }, 120_000);
 

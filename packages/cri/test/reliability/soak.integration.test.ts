@@ -37,7 +37,7 @@ describe('leak soak: create/delete cycles', () => {
 
   afterAll(async () => {
     await shim?.stop();
-    await dockerd?.stop();
+    await dockerd?.close();
   }, 120_000);
 
   it(
