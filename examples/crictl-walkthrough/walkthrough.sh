@@ -36,7 +36,8 @@ engine = "hyper"
 engine = "unikernel"
 CFG
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
-crictl() { command crictl --runtime-endpoint "unix://$SOCK" --image-endpoint "unix://$SOCK" "$@"; }
+# VM pods take seconds to boot under software emulation: crictl's default 2 s timeout is too short.
+crictl() { command crictl --timeout 180s --runtime-endpoint "unix://$SOCK" --image-endpoint "unix://$SOCK" "$@"; }
 
 node --conditions=hcr-source --import tsx "$ROOT/packages/cri/src/bin.ts" serve --config "$WORK/config.toml" >"$WORK/hcr.log" 2>&1 &
 HCR_PID=$!
@@ -54,7 +55,15 @@ step crictl version
 step crictl pull 127.0.0.1:5000/hcr-test/busybox:latest
 step crictl pull 127.0.0.1:5000/hcr-test/unikernel-hello:latest
 
-decision() { crictl inspectp -o json "$1" | python3 -c 'import json,sys; i=json.loads(json.load(sys.stdin)["info"]["info"]); print("engine:", i["engine"], "| reason:", i["routing"]["reason"])'; }
+# crictl prints the verbose info map at the top level, each value parsed as JSON when it is.
+decision() {
+  crictl inspectp -o json "$1" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+i = d.get("info", d)
+i = json.loads(i) if isinstance(i, str) else i
+print("engine:", i["engine"], "| reason:", i["routing"]["reason"])'
+}
 
 echo; echo "== docker (no handler: the default engine) =="
 P=$(crictl runp "$HERE/pod-docker.json")
