@@ -104,6 +104,14 @@ export class LogFollower {
   readonly done: Promise<void>;
   private readonly writer: CriLogWriter;
   private cursor: Nanos;
+  /** The cursor this copier started from: messages up to it were written by an earlier copier. */
+  private readonly resumedAt: Nanos;
+  /**
+   * Messages this copier wrote, by time and stream. dockerd copies stdout and
+   * stderr separately, so the json-file log is not in time order: the catch-up
+   * after a stop must skip what was written, not everything up to the cursor.
+   */
+  private readonly written = new Set<string>();
   private stopped = false;
   private abort: AbortController | null = null;
   /** Lets {@link run} go: copying starts only once the container was started. */
@@ -113,6 +121,7 @@ export class LogFollower {
   constructor(private readonly opts: LogFollowerOptions) {
     this.writer = new CriLogWriter(opts.logPath);
     this.cursor = opts.resume ? maxNanos(lastRecordTime(opts.logPath), readCursor(opts.cursorFile)) : 0n;
+    this.resumedAt = this.cursor;
     let begin!: () => void;
     const started = new Promise<void>((resolve) => (begin = resolve));
     this.done = started.then(() => this.run());
@@ -202,7 +211,10 @@ export class LogFollower {
     }
     this.writer.cork();
     try {
-      for (const m of messages) if (messageTime(m.payload) > this.cursor) this.record(m.stream, m.payload);
+      for (const m of messages) {
+        const t = messageTime(m.payload);
+        if (t > this.resumedAt && !this.written.has(`${t}/${m.stream}`)) this.record(m.stream, m.payload);
+      }
     } finally {
       this.writer.uncork();
     }
@@ -241,8 +253,13 @@ export class LogFollower {
     const content = time > 0n ? message.subarray(message.indexOf(0x20) + 1) : message;
     this.writer.write(stream, content, time > 0n ? time : new Date());
     if (time > this.cursor) this.cursor = time;
+    if (this.written.size >= MAX_WRITTEN_KEYS) this.written.clear();
+    this.written.add(`${time}/${stream}`);
   }
 }
+
+/** Bound on the keys a copier remembers (the catch-up only needs the recent ones). */
+const MAX_WRITTEN_KEYS = 200_000;
 
 /**
  * A TTY container's logs are one raw stream with no frames; each message is
