@@ -365,6 +365,15 @@ describe('RuntimeService (fake host)', () => {
     again.close();
   });
 
+  it('reports a pod whose network was torn down as notready, even while its engine calls it alive', async () => {
+    const id = (await rt.runPodSandbox(podSpec()))._unsafeUnwrap();
+    // A stop cut short right after CNI DEL and netns removal: the record still says ready.
+    store.putSandbox({ ...store.getSandbox(id)!, networkPhase: 'removed' });
+    expect(engine.sandboxes.has(id)).toBe(true);
+    expect((await rt.podSandboxStatus(id))._unsafeUnwrap().state).toBe('notready');
+    expect(rt.listPodSandbox({ id })[0]?.state).toBe('notready');
+  });
+
   it('releases the network of a refused pod while the engine is down, and finishes the removal when it is back', async () => {
     const removeSandbox = engine.removeSandbox.bind(engine);
     engine.removeSandbox = () => errAsync(errors.unavailable('engine unreachable (injected)'));

@@ -262,7 +262,8 @@ export class RuntimeService {
     for (const record of this.opts.store.listSandboxes()) {
       if (filter.id !== undefined && filter.id !== '' && !record.id.startsWith(filter.id)) continue;
       if (record.phase === 'creating') continue;
-      const state = record.phase === 'ready' && !this.deadSandboxes.has(record.id) ? 'ready' : 'notready';
+      const state =
+        record.phase === 'ready' && !this.deadSandboxes.has(record.id) && networkUp(record) ? 'ready' : 'notready';
       if (filter.state !== undefined && filter.state !== state) continue;
       if (filter.labels !== undefined && !labelsMatch(record.spec.labels, filter.labels)) continue;
       out.push({ record, state });
@@ -815,7 +816,7 @@ export class RuntimeService {
   }
 
   private async liveSandboxState(record: SandboxRecord): Promise<'ready' | 'notready'> {
-    if (record.phase !== 'ready') return 'notready';
+    if (record.phase !== 'ready' || !networkUp(record)) return 'notready';
     if (record.engine === null || !record.engineCreated) return 'ready';
     const st = await unwrap(this.engine(record.engine).sandboxStatus(this.sandboxRef(record))).catch(() => null);
     const alive = st !== null && st.alive;
@@ -1065,6 +1066,15 @@ export class RuntimeService {
 }
 
 const emptyNetwork: PodNetwork = { netnsPath: null, ips: [], interfaces: [], gateway: null, cniResult: null };
+
+/**
+ * False once HCR tore the pod's network down: a stop cut short after CNI DEL
+ * leaves the record 'ready', and an engine without a pod unit of its own
+ * (unikernel) would still call the pod alive.
+ */
+function networkUp(record: SandboxRecord): boolean {
+  return record.networkPhase !== 'detached' && record.networkPhase !== 'removed';
+}
 
 function sandboxKey(spec: SandboxSpec): string {
   const m = spec.metadata;
