@@ -71,6 +71,8 @@ export class PodVm {
   private client: AgentClient | null = null;
   /** The guest kernel's release, from the agent's last Hello ('' before the first). */
   kernelRelease = '';
+  /** What the pod's agent announced beyond the protocol's first release (HelloReply.features). */
+  agentFeatures: ReadonlySet<string> = new Set();
   /** The CRI log writers of the pod's containers, by container id. */
   readonly sinks = new Map<string, LogSink>();
   private readonly outputListeners = new Map<string, Set<(stream: number, data: Buffer) => void>>();
@@ -133,6 +135,7 @@ export class PodVm {
         )
         .map((hello) => {
           this.kernelRelease = hello.kernelRelease;
+          this.agentFeatures = new Set(hello.features);
           for (const c of hello.containers) this.lastKnown.set(c.id, c);
           // Exits that happened while HCR was away: core reconciles them from these events too.
           for (const c of hello.containers) if (c.status === ContainerStatus.EXITED) this.onExited(c);

@@ -3,7 +3,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SeccompAction, SeccompOp } from './protocol/wire.gen.js';
-import { NO_SECCOMP, resolveProfile, RUNTIME_DEFAULT_PROFILE, seccompFor, type SeccompTarget } from './seccomp.js';
+import {
+  NO_SECCOMP,
+  requireSeccompSupport,
+  resolveProfile,
+  RUNTIME_DEFAULT_PROFILE,
+  seccompFor,
+  type SeccompTarget,
+} from './seccomp.js';
 import { DEFAULT_CAPABILITIES } from './translate.js';
 
 const target: SeccompTarget = { engine: 'hyper', capabilities: DEFAULT_CAPABILITIES, kernelRelease: '6.1.0-56-amd64' };
@@ -137,5 +144,14 @@ describe('seccomp profiles for hyper containers', () => {
       expect(e.code).toBe('InvalidArgument');
       expect(e.message).toContain(message);
     }
+  });
+
+  it('refuses a filter on a pod whose agent predates seccomp, and nothing else', () => {
+    const filter = resolveProfile(RUNTIME_DEFAULT_PROFILE, target)._unsafeUnwrap();
+    expect(requireSeccompSupport(filter, new Set(['seccomp']), 'p1').isOk()).toBe(true);
+    expect(requireSeccompSupport(NO_SECCOMP, new Set(), 'p1').isOk()).toBe(true);
+    const e = requireSeccompSupport(filter, new Set(), 'p1')._unsafeUnwrapErr();
+    expect(e.code).toBe('FailedPrecondition');
+    expect(e.message).toContain('recreate the pod');
   });
 });

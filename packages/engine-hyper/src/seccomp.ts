@@ -381,3 +381,22 @@ export function resolveProfile(profile: unknown, target: SeccompTarget): Result<
   }
   return ok({ defaultAction: def.value[0], defaultErrnoRet: def.value[1], architectures: [...arches], rules });
 }
+
+/**
+ * Refuses a filter the pod's agent cannot install: an agent built before
+ * seccomp support skips the field it does not know and would run the process
+ * unconfined without a word.
+ */
+export function requireSeccompSupport(
+  filter: Seccomp,
+  agentFeatures: ReadonlySet<string>,
+  podId: string,
+): Result<void, HcrError> {
+  if (filter.defaultAction === SeccompAction.NONE || agentFeatures.has('seccomp')) return ok(undefined);
+  return err(
+    errors.failedPrecondition(
+      `the guest agent of pod ${podId} predates seccomp support, so it cannot apply the container's seccomp ` +
+        'profile; recreate the pod (its VM then boots the current guest assets)',
+    ),
+  );
+}

@@ -255,6 +255,8 @@ static void reply_info(uint32_t id, bool hello)
 	for (struct container *c = containers; c != NULL; c = c->next)
 		container_info(c, &infos[i++]);
 	if (hello) {
+		/* See HelloReply in protocol/agent.json. */
+		static char *features[] = {"seccomp", "signal-hold"};
 		struct utsname u;
 		uname(&u);
 		struct hcr_hello_reply r = {
@@ -265,6 +267,8 @@ static void reply_info(uint32_t id, bool hello)
 		    .pod_configured = pod_configured,
 		    .containers = infos,
 		    .containers_count = n,
+		    .features = features,
+		    .features_count = sizeof(features) / sizeof(features[0]),
 		};
 		send_msg(HCR_MSG_HELLO_REPLY, id, &hcr_desc_hello_reply, &r);
 	} else {

@@ -123,8 +123,9 @@ static const struct hcr_field hcr_fields_hello_reply[] = {
 	{4, HCR_FT_U64, 0, offsetof(struct hcr_hello_reply, uptime_ns), 0, NULL, sizeof(uint64_t), "uptime_ns"},
 	{5, HCR_FT_BOOL, 0, offsetof(struct hcr_hello_reply, pod_configured), 0, NULL, sizeof(bool), "pod_configured"},
 	{6, HCR_FT_STRUCT, 1, offsetof(struct hcr_hello_reply, containers), offsetof(struct hcr_hello_reply, containers_count), &hcr_desc_container_info, sizeof(struct hcr_container_info), "containers"},
+	{7, HCR_FT_STRING, 1, offsetof(struct hcr_hello_reply, features), offsetof(struct hcr_hello_reply, features_count), NULL, sizeof(char *), "features"},
 };
-const struct hcr_desc hcr_desc_hello_reply = {"HelloReply", sizeof(struct hcr_hello_reply), 6, hcr_fields_hello_reply};
+const struct hcr_desc hcr_desc_hello_reply = {"HelloReply", sizeof(struct hcr_hello_reply), 7, hcr_fields_hello_reply};
 
 static const struct hcr_field hcr_fields_setup_pod[] = {
 	{1, HCR_FT_STRING, 0, offsetof(struct hcr_setup_pod, hostname), 0, NULL, sizeof(char *), "hostname"},

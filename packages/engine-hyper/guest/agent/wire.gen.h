@@ -226,6 +226,7 @@ struct hcr_hello {
 	size_t resume_count;
 };
 
+/* features names what this agent does beyond the first release of protocol version 1 ("seccomp", "signal-hold"): an older agent skips fields it does not know, so the host refuses what a pod's agent would silently ignore. */
 struct hcr_hello_reply {
 	uint32_t protocol_version;
 	char *agent_version;
@@ -234,6 +235,8 @@ struct hcr_hello_reply {
 	bool pod_configured;
 	struct hcr_container_info *containers;
 	size_t containers_count;
+	char **features;
+	size_t features_count;
 };
 
 /* Mounts the pod share, configures the network and the hostname. Idempotent. */

@@ -170,7 +170,7 @@ export interface Hello {
   readonly resume: readonly LogCursor[];
 }
 
-/** Wire body of HelloReply. */
+/** features names what this agent does beyond the first release of protocol version 1 ("seccomp", "signal-hold"): an older agent skips fields it does not know, so the host refuses what a pod's agent would silently ignore. */
 export interface HelloReply {
   readonly protocolVersion: number;
   readonly agentVersion: string;
@@ -178,6 +178,7 @@ export interface HelloReply {
   readonly uptimeNs: bigint;
   readonly podConfigured: boolean;
   readonly containers: readonly ContainerInfo[];
+  readonly features: readonly string[];
 }
 
 /** Mounts the pod share, configures the network and the hostname. Idempotent. */
@@ -493,6 +494,7 @@ export const descriptors: Readonly<Record<string, StructDescriptor>> = {
       { name: 'uptimeNs', tag: 4, type: 'u64', repeated: false },
       { name: 'podConfigured', tag: 5, type: 'bool', repeated: false },
       { name: 'containers', tag: 6, type: 'struct', repeated: true, struct: 'ContainerInfo' },
+      { name: 'features', tag: 7, type: 'string', repeated: true },
     ],
   },
   SetupPod: {
