@@ -3,6 +3,9 @@
  * here: the engine hands this module ContainerSpecs and gets statuses back.
  */
 import {
+  DEFAULT_CAPABILITIES,
+  LINUX_CAPABILITIES,
+  containerCapabilities,
   err,
   errors,
   ok,
@@ -17,93 +20,15 @@ import { match } from 'ts-pattern';
 import { ContainerStatus, type ContainerInfo, type Process, type Resources } from './protocol/wire.gen.js';
 import { NO_SECCOMP } from './seccomp.js';
 
-/** Every capability the guest kernel knows, by number (the agent's table has the same order). */
-export const ALL_CAPABILITIES = [
-  'CAP_CHOWN',
-  'CAP_DAC_OVERRIDE',
-  'CAP_DAC_READ_SEARCH',
-  'CAP_FOWNER',
-  'CAP_FSETID',
-  'CAP_KILL',
-  'CAP_SETGID',
-  'CAP_SETUID',
-  'CAP_SETPCAP',
-  'CAP_LINUX_IMMUTABLE',
-  'CAP_NET_BIND_SERVICE',
-  'CAP_NET_BROADCAST',
-  'CAP_NET_ADMIN',
-  'CAP_NET_RAW',
-  'CAP_IPC_LOCK',
-  'CAP_IPC_OWNER',
-  'CAP_SYS_MODULE',
-  'CAP_SYS_RAWIO',
-  'CAP_SYS_CHROOT',
-  'CAP_SYS_PTRACE',
-  'CAP_SYS_PACCT',
-  'CAP_SYS_ADMIN',
-  'CAP_SYS_BOOT',
-  'CAP_SYS_NICE',
-  'CAP_SYS_RESOURCE',
-  'CAP_SYS_TIME',
-  'CAP_SYS_TTY_CONFIG',
-  'CAP_MKNOD',
-  'CAP_LEASE',
-  'CAP_AUDIT_WRITE',
-  'CAP_AUDIT_CONTROL',
-  'CAP_SETFCAP',
-  'CAP_MAC_OVERRIDE',
-  'CAP_MAC_ADMIN',
-  'CAP_SYSLOG',
-  'CAP_WAKE_ALARM',
-  'CAP_BLOCK_SUSPEND',
-  'CAP_AUDIT_READ',
-  'CAP_PERFMON',
-  'CAP_BPF',
-  'CAP_CHECKPOINT_RESTORE',
-] as const;
+/** Every capability the guest kernel knows, by number (the agent's table has the same order): core's table. */
+export const ALL_CAPABILITIES = LINUX_CAPABILITIES;
 
-/** The capabilities a container gets unless the spec adds or drops some (Docker's and containerd's default). */
-export const DEFAULT_CAPABILITIES: readonly string[] = [
-  'CAP_CHOWN',
-  'CAP_DAC_OVERRIDE',
-  'CAP_FSETID',
-  'CAP_FOWNER',
-  'CAP_MKNOD',
-  'CAP_NET_RAW',
-  'CAP_SETGID',
-  'CAP_SETUID',
-  'CAP_SETFCAP',
-  'CAP_SETPCAP',
-  'CAP_NET_BIND_SERVICE',
-  'CAP_SYS_CHROOT',
-  'CAP_KILL',
-  'CAP_AUDIT_WRITE',
-];
+/** The capabilities a container gets unless the spec adds or drops some (core's default set). */
+export { DEFAULT_CAPABILITIES };
 
-function capName(raw: string): Result<string, HcrError> {
-  const upper = raw.trim().toUpperCase();
-  const name = upper.startsWith('CAP_') ? upper : `CAP_${upper}`;
-  return (ALL_CAPABILITIES as readonly string[]).includes(name)
-    ? ok(name)
-    : err(errors.invalidArgument(`unknown capability "${raw}"`, 'linux.securityContext.capabilities'));
-}
-
-/** The capability set of a container: the defaults, `ALL` expanded, then the spec's adds and drops. */
+/** The capability set of a container: the defaults, `ALL` expanded, then the spec's adds and drops (core's rule). */
 export function capabilitySet(add: readonly string[], drop: readonly string[]): Result<string[], HcrError> {
-  const isAll = (c: string) => c.trim().toUpperCase() === 'ALL';
-  const caps = new Set<string>(add.some(isAll) ? ALL_CAPABILITIES : DEFAULT_CAPABILITIES);
-  if (drop.some(isAll)) caps.clear();
-  for (const c of add.filter((x) => !isAll(x))) {
-    const n = capName(c);
-    if (n.isErr()) return err(n.error);
-    caps.add(n.value);
-  }
-  for (const c of drop.filter((x) => !isAll(x))) {
-    const n = capName(c);
-    if (n.isErr()) return err(n.error);
-    caps.delete(n.value);
-  }
-  return ok(ALL_CAPABILITIES.filter((c) => caps.has(c)));
+  return containerCapabilities(add, drop);
 }
 
 /** The argv of a container, the way containerd combines CRI command/args with the image's entrypoint/cmd. */
