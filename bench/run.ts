@@ -420,7 +420,7 @@ async function main(): Promise<void> {
         iterations: o.iterations,
         concurrency: o.concurrency,
         parallel: o.parallel,
-        firstOutput: new Set(['hcr-unikernel']),
+        firstOutput: new Set(['hcr-unikernel', 'hcr-unikernel-before']),
         log,
       });
     });

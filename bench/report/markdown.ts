@@ -279,10 +279,10 @@ function overheadSection(r: BenchResults): string {
         ['Version p50 / p99 (ms)', ...ids.map((i) => pr(ov[i]!.version))],
         [
           'population: pods / containers (created, not started)',
-          ...ids.map(
-            (i) =>
-              `${ov[i]!.population?.pods ?? '–'} / ${ov[i]!.population?.containers ?? '–'} (made in ${ov[i]!.population?.createSeconds ?? '–'} s)`,
-          ),
+          ...ids.map((i) => {
+            const pop = ov[i]!.population;
+            return pop === undefined ? '–' : `${pop.pods} / ${pop.containers} (made in ${pop.createSeconds} s)`;
+          }),
         ],
         ['ListContainers p50 / p99 (ms)', ...ids.map((i) => pr(ov[i]!.listContainers))],
         ['ListPodSandbox p50 / p99 (ms)', ...ids.map((i) => pr(ov[i]!.listPodSandbox))],
@@ -368,7 +368,8 @@ function fastPathSection(r: BenchResults): string {
   }
   lines.push(
     `Before and after in the same run, interleaved: "before" is HCR at \`${r.before.sha.slice(0, 12)}\` ` +
-      `(${r.before.subject}), started from a snapshot of that commit beside the current HCR; ` +
+      '(`--before`, the last commit before these fast paths), started from a snapshot of that commit ' +
+      'beside the current HCR; ' +
       `containerd ran in the same loop (pod start p50 ${ms(r.podStart?.['containerd']?.serial.start.p50)} ms, ` +
       `teardown p50 ${ms(r.podStart?.['containerd']?.serial.teardown.p50)} ms).`,
     '',
@@ -487,8 +488,8 @@ export async function writeReport(repoRoot: string, r: BenchResults): Promise<vo
 
 HCR against containerd ${m.versions['containerd']?.split(' ')[2] ?? '1.6'} + runc on the same host, in the same run,
 through the same TypeScript CRI client (\`packages/cri/src/client.ts\`) — no crictl, so no
-per-call process start-up in any figure. Regenerate with \`pnpm bench\` (about 20 minutes;
-\`pnpm bench --help\` for parts and sizes) or, from the stored results only,
+per-call process start-up in any figure. Regenerate with \`pnpm bench\` (about 20 minutes, 30 with
+\`--before\`; \`pnpm bench --help\` for parts and sizes) or, from the stored results only,
 \`pnpm bench --report-only\`.
 
 - **Command**: \`pnpm bench ${((r.options['argv'] as string[] | undefined) ?? []).join(' ')}\`

@@ -9,14 +9,15 @@
 export const TARGET_NOTES = {
   dockerVsContainerd:
     'Both runtimes run the same CNI plugins and runc; the docker engine also goes through dockerd, which ' +
-    'passes every container to its own containerd, shim and runc. The gap is almost all in RunPodSandbox: ' +
-    "the pause container's create + start in dockerd (the `docker` row under Engine limits) against " +
-    "containerd's direct runc start. With CNI ADD now running during that start, RunPodSandbox is about " +
-    'the pause start plus a few milliseconds; of that start, libnetwork spends the difference between the ' +
-    "`none` and `host` rows making a network namespace that pause leaves at once for the pod's. Closing " +
-    'the rest needs the pause container started before the pod is asked for (the warm pool, not ' +
-    'implemented: see Fast paths). Teardown and the 10-way runs have the same cause (dockerd does more ' +
-    'work per container, and on 2 shared cores that work queues).',
+    'passes every container to its own containerd, shim and runc. Most of the gap is in RunPodSandbox, ' +
+    "whose floor is the pause container's create + start in dockerd (the `docker` rows under Engine " +
+    "limits) against containerd's direct runc start; of that start, libnetwork spends the difference " +
+    'between the `none` and `host` rows making a network namespace that pause leaves at once for the ' +
+    "pod's. CNI ADD now runs during the pause start, which saves its full length on an idle host but " +
+    'less when the two halves compete for 2 busy cores (compare the -before rows of the same run). ' +
+    'Taking the pause start off the critical path needs it started before the pod is asked for (the warm ' +
+    'pool, not implemented: see Fast paths). The 10-way runs have the same cause: dockerd does more work ' +
+    'per container, and on 2 shared cores that work queues.',
   hyperVsRaw:
     "The raw figure is QEMU booting the guest kernel and initramfs to the agent's first message, with no " +
     'devices but the agent channel. A hyper pod adds, in order: netns + CNI ADD, the TAP and tc plumbing ' +
@@ -137,7 +138,8 @@ export const METHOD_NOTES = `- **One client for everyone.** HCR and containerd a
   dockerd serves other users of this host too, so that figure is an upper bound.
 - **Density** starts pods four at a time (two for hyper) until the limit or the first failure, holds
   them, then checks every container still runs; memory per pod is the drop in MemAvailable over the
-  pods (runtime daemons, shims, QEMU and kernel objects included).
+  pods (runtime daemons, shims, QEMU and kernel objects included). The runtime's RSS growth per pod is
+  small next to garbage-collector swings, so it can come out negative.
 - **Limits** are measured without HCR: QEMU started by hand as the unikernel engine starts it, the hyper
   engine's own QEMU driver booting its guest to the agent's first message, and dockerd creating and
   starting HCR's pause container through the Engine API.
