@@ -13,11 +13,13 @@ export const TARGET_NOTES = {
     "whose floor is the pause container's create + start in dockerd (the `docker` rows under Engine " +
     "limits) against containerd's direct runc start; of that start, libnetwork spends the difference " +
     'between the `none` and `host` rows making a network namespace that pause leaves at once for the ' +
-    "pod's. CNI ADD now runs during the pause start, which saves its full length on an idle host but " +
+    "pod's (pause cannot use host networking: Docker then refuses its hostname, see Fast paths). CNI ADD " +
+    'now runs during the pause start, which saves its full length on an idle host but ' +
     'less when the two halves compete for 2 busy cores (compare the -before rows of the same run). ' +
-    'Taking the pause start off the critical path needs it started before the pod is asked for (the warm ' +
-    'pool, not implemented: see Fast paths). The 10-way runs have the same cause: dockerd does more work ' +
-    'per container, and on 2 shared cores that work queues.',
+    'Taking the pause start off the critical path needs it started before the pod is asked for, which ' +
+    "Docker's hostname rules rule out (warm pool, Fast paths). So on this Docker the goal is not reachable " +
+    'by HCR alone. The 10-way runs have the same cause: dockerd does more work per container, and on 2 ' +
+    'shared cores that work queues.',
   hyperVsRaw:
     "The raw figure is QEMU booting the guest kernel and initramfs to the agent's first message, with no " +
     'devices but the agent channel. A hyper pod adds, in order: netns + CNI ADD, the TAP and tc plumbing ' +
@@ -89,17 +91,18 @@ export const FAST_PATHS: readonly { readonly name: string; readonly status: stri
   },
   {
     name: 'Warm pool of network namespaces and infra containers (docker)',
-    status: 'not implemented',
+    status: 'not implemented: Docker 20.10 cannot hand a pre-started pause to a pod',
     detail:
-      "It would take the pause start (the `docker` Engine-limits row) off RunPodSandbox's path, which is " +
-      'what the docker-vs-containerd goal needs. It does not fit the engine as built: Docker labels cannot ' +
-      "change after create, and the engine finds a pod's containers, its inventory and its exit events by " +
-      'the `io.hcr.sandbox-id` label; the pod hostname and cgroup parent (the kubelet sets one per pod) are ' +
-      'fixed at create too. A pool needs a pause that adopts a namespace and hostname when claimed, ' +
-      'pool-aware identity in the engine (engineData + name, not labels) and moving pause into the pod ' +
-      "cgroup — a redesign to make with the engine's owner. A smaller step that needs none of it: start " +
-      'pause with NetworkMode host (its own UTS namespace; pause sets the hostname) to skip the namespace ' +
-      'libnetwork makes for NetworkMode none (the difference of the two `docker` rows).',
+      "It would take the pause start (the `docker` Engine-limits rows) off RunPodSandbox's path, which is " +
+      'what the docker-vs-containerd goal needs, but the pod hostname blocks it. Checked on this dockerd: a ' +
+      'container joining `container:<pause>` networking gets a UTS namespace of its own holding a copy of ' +
+      "pause's configured hostname, and Docker refuses a hostname on such a container (and on a " +
+      'host-network pause, which is why pause cannot skip the namespace libnetwork makes for ' +
+      '`NetworkMode: none` either). So pause must be created knowing the pod hostname, after the pod is ' +
+      "asked for. Labels (the engine's identity for a pod's containers, inventory and exit events) and the " +
+      "kubelet's per-pod cgroup parent are fixed at create as well. A pool would take a runtime that lets " +
+      "the app containers join the pause's UTS namespace (as containerd's CRI does); on Docker it is not " +
+      'possible without changing what the pod sees.',
   },
   {
     name: 'Fewer Docker round trips (inspect caching, event-driven status)',
