@@ -434,7 +434,7 @@ async function main(): Promise<void> {
         );
       }
       if (o.engines.includes('docker')) {
-        limits.dockerPause = await rawDockerPauseStart(o.rawRuns);
+        limits.dockerPause = await rawDockerPauseStart(o.rawRuns, o.concurrency);
         const p = limits.dockerPause;
         log(
           `  docker pause create+start: ${p.measured ? `none p50 ${p.networkNone?.p50} ms, host p50 ${p.networkHost?.p50} ms` : p.reason}`,

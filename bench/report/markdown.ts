@@ -251,6 +251,16 @@ function limitsSection(r: BenchResults): string {
         '–',
         '–',
       ]);
+      if (dp.networkNoneParallel !== undefined) {
+        const par = ps['hcr-docker']?.parallel?.runp;
+        rows.push([
+          'docker',
+          `the same (NetworkMode none), ${dp.concurrency ?? '?'} at once`,
+          `${ms(dp.networkNoneParallel.p50)} / ${ms(dp.networkNoneParallel.p95)} (n=${dp.networkNoneParallel.n})`,
+          par === undefined ? '–' : `10-way RunPodSandbox ${ms(par.p50)} / ${ms(par.p95)}`,
+          x(ratio(par?.p50, dp.networkNoneParallel.p50)),
+        ]);
+      }
     }
   }
   const cmds = [l.hyper, l.unikernel].flatMap((b) => (b?.measured === true ? [`- ${b.what}: \`${b.command}\``] : []));

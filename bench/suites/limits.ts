@@ -226,6 +226,9 @@ export interface DockerPauseStart {
   readonly networkNone?: Summary;
   /** NetworkMode host: the same start without libnetwork's namespace. */
   readonly networkHost?: Summary;
+  /** NetworkMode none, `concurrency` at once (per-container latency), as in the 10-way pod starts. */
+  readonly networkNoneParallel?: Summary;
+  readonly concurrency?: number;
 }
 
 /**
@@ -234,7 +237,7 @@ export interface DockerPauseStart {
  * engine's RunPodSandbox that no change inside HCR can remove (short of
  * starting it before the pod is asked for).
  */
-export async function rawDockerPauseStart(runs: number): Promise<DockerPauseStart> {
+export async function rawDockerPauseStart(runs: number, concurrency: number): Promise<DockerPauseStart> {
   const images = await dockerApi(
     'GET',
     `/images/json?filters=${encodeURIComponent(JSON.stringify({ label: ['io.hcr.kind=pause'] }))}`,
@@ -264,6 +267,7 @@ export async function rawDockerPauseStart(runs: number): Promise<DockerPauseStar
   };
   const none: number[] = [];
   const host: number[] = [];
+  const parallel: number[] = [];
   try {
     for (let i = 0; i <= runs; i++) {
       // Alternate, so drifting load affects both alike; the first pair warms up.
@@ -274,8 +278,18 @@ export async function rawDockerPauseStart(runs: number): Promise<DockerPauseStar
         host.push(b);
       }
     }
+    for (let batch = 0; batch < 2; batch++) {
+      parallel.push(...(await Promise.all(Array.from({ length: concurrency }, () => once('none')))));
+    }
   } catch (e) {
     return { measured: false, reason: `docker API: ${(e as Error).message}` };
   }
-  return { measured: true, image, networkNone: round(summarize(none)), networkHost: round(summarize(host)) };
+  return {
+    measured: true,
+    image,
+    networkNone: round(summarize(none)),
+    networkHost: round(summarize(host)),
+    networkNoneParallel: round(summarize(parallel)),
+    concurrency,
+  };
 }
