@@ -18,8 +18,8 @@ export const TARGET_NOTES = {
     'less when the two halves compete for 2 busy cores (compare the -before rows of the same run). ' +
     'Taking the pause start off the critical path needs it started before the pod is asked for, which ' +
     "Docker's hostname rules rule out (warm pool, Fast paths). So on this Docker the goal is not reachable " +
-    'by HCR alone. The 10-way runs have the same cause: dockerd does more work per container, and on 2 ' +
-    'shared cores that work queues.',
+    'by HCR alone. The 10-way runs have the same cause: compare the `at once` docker row (ten pause ' +
+    "starts through dockerd alone, nothing else running) with containerd's whole 10-way pod start.",
   hyperVsRaw:
     "The raw figure is QEMU booting the guest kernel and initramfs to the agent's first message, with no " +
     'devices but the agent channel. A hyper pod adds, in order: netns + CNI ADD, the TAP and tc plumbing ' +
