@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { containerConfig, cri, podConfig, rejectsWith } from '../helpers/cri.js';
-import { BUSYBOX, type TestShim } from '../helpers/shim.js';
+import { BUSYBOX, REGISTRY, type TestShim } from '../helpers/shim.js';
 import {
   allLeaks,
   docker,
@@ -427,6 +427,96 @@ describe('engine and host faults (docker engine)', () => {
       }, 180_000);
     }
   });
+});
+
+/** VM engines faulted here too: `HCR_RELIABILITY_VM=1` (QEMU under TCG is too slow for CI). */
+const VM_FAULTS = process.env['HCR_RELIABILITY_VM'] === '1';
+
+/** Pids of the QEMU processes whose command line names `needle`. */
+function qemuNaming(needle: string): number[] {
+  return readdirSync('/proc')
+    .filter((e) => /^\d+$/.test(e))
+    .filter((e) => {
+      try {
+        const argv = readFileSync(`/proc/${e}/cmdline`, 'utf8');
+        return argv.split('\0')[0]?.includes('qemu-system') === true && argv.includes(needle);
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+// A VM killed under HCR: the hyper pod's QEMU, a unikernel container's QEMU.
+describe.runIf(VM_FAULTS)('VM engine faults', () => {
+  const sleeper = { command: ['sh', '-c', 'trap "exit 0" TERM; sleep 3600 & wait'] };
+
+  it('reports a hyper pod whose QEMU was killed as NotReady with its container exited, and removes it cleanly', async () => {
+    delete process.env['DOCKER_HOST'];
+    const shim = await startReliabilityShim(12, { engines: ['hyper'] });
+    const c = cri(shim);
+    let pod = '';
+    try {
+      await c.pull(BUSYBOX);
+      const config = podConfig();
+      pod = await c.runp(config, 'hyper');
+      const cid = await c.create(pod, containerConfig(BUSYBOX, sleeper), config);
+      await c.start(cid);
+      const qemu = qemuNaming(pod.slice(0, 12));
+      expect(qemu).toHaveLength(1);
+      process.kill(qemu[0]!, 'SIGKILL');
+      await waitFor('the pod to be NotReady in List and Status', async () =>
+        (await c.podStatus(pod)).status.state === 'SANDBOX_NOTREADY' &&
+        (await listedPodState(c, pod)) === 'SANDBOX_NOTREADY'
+          ? true
+          : undefined,
+      );
+      const st = await waitFor('the container to leave RUNNING', async () => {
+        const x = await c.status(cid);
+        return x.state === 'CONTAINER_RUNNING' ? undefined : x;
+      });
+      expect(['CONTAINER_EXITED', 'CONTAINER_UNKNOWN']).toContain(st.state);
+      expect(st.reason).not.toBe('');
+      await c.stopp(pod);
+      await c.rmp(pod);
+      expect(allLeaks(shim)).toEqual([]);
+    } finally {
+      // Pods outlive the shim by design: remove this one even when the test failed half-way.
+      if (pod !== '') await c.rmp(pod).catch(() => undefined);
+      await shim.stop();
+    }
+  }, 300_000);
+
+  it('reports a unikernel container whose QEMU was killed as exited with a reason; the pod removes cleanly', async () => {
+    delete process.env['DOCKER_HOST'];
+    const shim = await startReliabilityShim(13, { engines: ['unikernel'] });
+    const c = cri(shim);
+    const image = `${REGISTRY}/hcr-test/unikernel-http:latest`;
+    let pod = '';
+    try {
+      await c.pull(image);
+      const config = podConfig();
+      pod = await c.runp(config, 'unikernel');
+      const cid = await c.create(pod, containerConfig(image), config);
+      await c.start(cid);
+      const qemu = qemuNaming(`hcr-${cid.slice(0, 12)}`);
+      expect(qemu).toHaveLength(1);
+      process.kill(qemu[0]!, 'SIGKILL');
+      await waitFor('ListContainers to show the exit', async () =>
+        (await listedContainerState(c, cid)) === 'CONTAINER_EXITED' ? true : undefined,
+      );
+      const st = await c.status(cid);
+      expect(st.state).toBe('CONTAINER_EXITED');
+      expect(st.exitCode).not.toBe(0);
+      expect(st.reason).not.toBe('');
+      await c.rmp(pod);
+      expect(allLeaks(shim)).toEqual([]);
+    } finally {
+      // Pods outlive the shim by design: remove this one even when the test failed half-way.
+      if (pod !== '') await c.rmp(pod).catch(() => undefined);
+      await shim.stop();
+    }
+  }, 300_000);
 });
 
 function readdirNetns(shim: TestShim): string[] {
