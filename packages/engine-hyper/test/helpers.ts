@@ -9,8 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   CniNetworkManager,
-  emptyResources,
   OciImageService,
+  newContainerSpec,
+  newSandboxSpec,
   silentLogger,
   writePodFiles,
   type ContainerRef,
@@ -46,30 +47,10 @@ export function bootKernel(): string {
 export function podSpec(overrides: Partial<SandboxSpec> & { name?: string } = {}): SandboxSpec {
   const { name, ...rest } = overrides;
   const podName = name ?? `pod-${randomBytes(4).toString('hex')}`;
-  return {
-    metadata: { name: podName, uid: randomBytes(8).toString('hex'), namespace: 'hcr-test', attempt: 0 },
-    hostname: podName,
-    logDirectory: '',
-    dns: null,
-    portMappings: [],
-    labels: {},
-    annotations: {},
-    runtimeHandler: '',
-    linux: {
-      cgroupParent: '',
-      sysctls: {},
-      namespaces: { network: 'pod', pid: 'container', ipc: 'pod', targetId: '' },
-      privileged: false,
-      runAsUser: null,
-      runAsGroup: null,
-      supplementalGroups: [],
-      readonlyRootfs: false,
-      seccomp: null,
-      overhead: null,
-      resources: null,
-    },
-    ...rest,
-  };
+  return newSandboxSpec(
+    { name: podName, uid: randomBytes(8).toString('hex'), namespace: 'hcr-test', attempt: 0 },
+    { hostname: podName, ...rest },
+  );
 }
 
 /** A container spec for tests (see {@link podSpec}). */
@@ -78,41 +59,7 @@ export function containerSpec(
   overrides: Partial<ContainerSpec> & { name?: string } = {},
 ): ContainerSpec {
   const { name, ...rest } = overrides;
-  return {
-    metadata: { name: name ?? `c-${randomBytes(4).toString('hex')}`, attempt: 0 },
-    image,
-    command: [],
-    args: [],
-    workingDir: '',
-    envs: [],
-    mounts: [],
-    devices: [],
-    labels: {},
-    annotations: {},
-    logPath: '',
-    stdin: false,
-    stdinOnce: false,
-    tty: false,
-    linux: {
-      resources: emptyResources,
-      security: {
-        privileged: false,
-        capabilities: { add: [], drop: [] },
-        namespaces: { network: 'pod', pid: 'container', ipc: 'pod', targetId: '' },
-        runAsUser: null,
-        runAsUsername: '',
-        runAsGroup: null,
-        supplementalGroups: [],
-        readonlyRootfs: false,
-        noNewPrivs: false,
-        maskedPaths: [],
-        readonlyPaths: [],
-        seccomp: null,
-        apparmor: null,
-      },
-    },
-    ...rest,
-  };
+  return newContainerSpec(name ?? `c-${randomBytes(4).toString('hex')}`, image, rest);
 }
 
 /** Unwraps a result, throwing its error (tests want the message). */
