@@ -156,10 +156,18 @@ export class PrivateDockerd {
     await this.awaitGone(pid, 60_000);
   }
 
-  /** Stops dockerd and hands it to other runs of the suite (when a test file ends). */
+  /**
+   * Stops dockerd, undoes the two mounts it leaves behind (its data root bound
+   * onto itself, and the host netns under its exec root), and hands it to
+   * other runs of the suite (when a test file ends).
+   */
   async close(): Promise<void> {
     try {
       await this.stop();
+      for (const m of [join(PRIVATE_DOCKERD.execRoot, 'netns', 'default'), PRIVATE_DOCKERD.dataRoot]) {
+        if (readFileSync('/proc/self/mountinfo', 'utf8').includes(` ${m} `))
+          spawnSync('umount', ['--lazy', m], { stdio: 'ignore' });
+      }
     } finally {
       unlockPrivateDockerd();
     }
