@@ -224,10 +224,8 @@ async function preflight(o: Options): Promise<number> {
     }
   }
   for (const n of Object.values(NETS)) {
-    if (
-      existsSync(`/sys/class/net/${n.bridge}/brif`) &&
-      execFileSync('ls', [`/sys/class/net/${n.bridge}/brif`]).length > 0
-    ) {
+    const ports = `/sys/class/net/${n.bridge}/brif`;
+    if (existsSync(ports) && readdirSync(ports).length > 0) {
       throw new Error(`bridge ${n.bridge} still has pods attached (another bench running, or a crashed one?)`);
     }
   }

@@ -498,7 +498,7 @@ export async function writeReport(repoRoot: string, r: BenchResults): Promise<vo
 
 HCR against containerd ${m.versions['containerd']?.split(' ')[2] ?? '1.6'} + runc on the same host, in the same run,
 through the same TypeScript CRI client (\`packages/cri/src/client.ts\`) — no crictl, so no
-per-call process start-up in any figure. Regenerate with \`pnpm bench\` (about 20 minutes, 30 with
+per-call process start-up in any figure. Regenerate with \`pnpm bench\` (20–30 minutes on this host, also with
 \`--before\`; \`pnpm bench --help\` for parts and sizes) or, from the stored results only,
 \`pnpm bench --report-only\`.
 
