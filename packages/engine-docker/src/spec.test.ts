@@ -1,5 +1,6 @@
 import {
   emptyResources,
+  newSandboxSpec,
   type ContainerRef,
   type ContainerSecurity,
   type ContainerSpec,
@@ -36,30 +37,11 @@ const imageConfig: ImageConfig = {
 };
 
 function sandboxSpec(overrides: Partial<SandboxSpec['linux']> = {}): SandboxSpec {
-  return {
-    metadata: { name: 'p', uid: 'u', namespace: 'ns', attempt: 0 },
-    hostname: 'pod-host',
-    logDirectory: '/var/log/pods/x',
-    dns: null,
-    portMappings: [],
-    labels: {},
-    annotations: {},
-    runtimeHandler: '',
-    linux: {
-      cgroupParent: '',
-      sysctls: {},
-      namespaces: { network: 'pod', pid: 'container', ipc: 'pod', targetId: '' },
-      privileged: false,
-      runAsUser: null,
-      runAsGroup: null,
-      supplementalGroups: [],
-      readonlyRootfs: false,
-      seccomp: null,
-      overhead: null,
-      resources: null,
-      ...overrides,
-    },
-  };
+  const spec = newSandboxSpec(
+    { name: 'p', uid: 'u', namespace: 'ns', attempt: 0 },
+    { hostname: 'pod-host', logDirectory: '/var/log/pods/x' },
+  );
+  return { ...spec, linux: { ...spec.linux, ...overrides } };
 }
 
 function sandbox(netnsPath: string | null, linux: Partial<SandboxSpec['linux']> = {}): SandboxRef {
