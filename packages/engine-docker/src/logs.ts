@@ -253,13 +253,15 @@ export class LogFollower {
     const content = time > 0n ? message.subarray(message.indexOf(0x20) + 1) : message;
     this.writer.write(stream, content, time > 0n ? time : new Date());
     if (time > this.cursor) this.cursor = time;
-    if (this.written.size >= MAX_WRITTEN_KEYS) this.written.clear();
     this.written.add(`${time}/${stream}`);
+    // Forget the oldest key, never all of them: a tail message the catch-up finds was written, if at all,
+    // among the last CATCH_UP_TAIL (this copier writes a prefix of the log, in log order).
+    if (this.written.size > MAX_WRITTEN_KEYS) this.written.delete(this.written.values().next().value!);
   }
 }
 
-/** Bound on the keys a copier remembers (the catch-up only needs the recent ones). */
-const MAX_WRITTEN_KEYS = 200_000;
+/** Bound on the keys a copier remembers: the catch-up only looks at the last {@link CATCH_UP_TAIL} messages. */
+const MAX_WRITTEN_KEYS = 2 * CATCH_UP_TAIL;
 
 /**
  * A TTY container's logs are one raw stream with no frames; each message is
