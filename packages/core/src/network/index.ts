@@ -8,3 +8,13 @@ export {
   parseNetworkConfig,
   readNetworkConfigs,
 } from './config.js';
+export {
+  type ConnectTapOptions,
+  type PodInterfaceLink,
+  type TapConnection,
+  type TapLinkOptions,
+  connectTapToPodInterface,
+  disconnectTapFromPodInterface,
+  netnsLinkNames,
+  podInterfaceLink,
+} from './tap.js';
