@@ -2,6 +2,8 @@ import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import {
+  connectTapToPodInterface,
+  disconnectTapFromPodInterface,
   errors,
   nowNanos,
   toHcrError,
@@ -32,7 +34,7 @@ import { buildCmdline, type GuestNetwork } from './cmdline.js';
 import { ConsoleFollower, watchContainerDir } from './console.js';
 import { containerFiles, containersDir, sandboxesDir, type ContainerFiles } from './layout.js';
 import { monitorLogTail, type GuestExit, type Monitor } from './monitor.js';
-import { attachTap, detachTap, podAttachment, tapName } from './network.js';
+import { podAttachment, tapName } from './network.js';
 import { resolveInRoot } from './rootfs-path.js';
 import { liveMonitorPid, processAlive, readMonitorStatus, readPid } from './supervisor.js';
 import { pollUntil } from './wait.js';
@@ -506,15 +508,10 @@ export class UnikernelEngine implements RuntimeEngine {
     const tap = tapName(container.id);
     let nic = null;
     if (netnsPath !== null && attachment !== null) {
-      try {
-        nic = await attachTap(netnsPath, attachment.ifname, tap);
-      } catch (e) {
-        return err(
-          errors.failedPrecondition(
-            `connecting a TAP to ${attachment.ifname} in ${netnsPath}: ${(e as Error).message}`,
-          ),
-        );
-      }
+      const connected = await connectTapToPodInterface(netnsPath, { tapName: tap, ifname: attachment.ifname });
+      // Whatever broke, the pod's network is not in the shape a guest NIC needs.
+      if (connected.isErr()) return err(errors.failedPrecondition(connected.error.message, connected.error.details));
+      nic = connected.value;
     } else {
       this.log.warn({ containerId: container.id }, 'pod has no IPv4 address; the VM boots without a NIC');
     }
@@ -619,7 +616,12 @@ export class UnikernelEngine implements RuntimeEngine {
   private async teardownNetwork(launch: LaunchRecord): Promise<void> {
     if (launch.netnsPath === undefined || launch.ifname === undefined) return;
     if (!(await exists(launch.netnsPath))) return;
-    await detachTap(launch.netnsPath, launch.ifname, tapName(launch.containerId));
+    const done = await disconnectTapFromPodInterface(launch.netnsPath, {
+      tapName: tapName(launch.containerId),
+      ifname: launch.ifname,
+    });
+    // Callers are exit paths that must finish; the TAP still goes with the pod's namespace.
+    if (done.isErr()) this.log.warn({ containerId: launch.containerId, err: done.error.message }, 'TAP left behind');
   }
 
   private async decodeExit(files: ContainerFiles): Promise<GuestExit | null> {
