@@ -162,7 +162,11 @@ export async function rawHyperBoot(repoRoot: string, runs: number): Promise<RawB
       const agent = unwrapResult(await mod.AgentClient.connect(driver.agentTransport(handle), 10_000), 'connect');
       try {
         unwrapResult(
-          await agent.request('Hello', { hostTime: BigInt(Date.now()) * 1_000_000n, resume: [] }, 90_000),
+          await agent.request(
+            'Hello',
+            { hostTime: BigInt(Date.now()) * 1_000_000n, resume: [], entropy: Buffer.alloc(0) },
+            90_000,
+          ),
           'Hello',
         );
       } finally {

@@ -81,6 +81,13 @@ export const hyperConfigFields = [
     default: 0,
     description: 'Upper bound on vCPUs per VM; 0 = the host CPU count.',
   },
+  {
+    key: 'template',
+    type: 'boolean',
+    default: false,
+    description:
+      'Start pod VMs from a saved template VM (one per size, built once, kept under the engine state dir) instead of booting each kernel; a pod whose template is missing or broken boots normally.',
+  },
 ] as const;
 
 /** The raw parsed config table. */
@@ -106,6 +113,8 @@ export interface HyperConfig {
   readonly vcpuOverhead: number;
   readonly memoryOverheadMiB: number;
   readonly maxVcpus: number;
+  /** Whether pod VMs start from templates (see template.ts). */
+  readonly template: boolean;
 }
 
 /** Checks values the schema cannot (enums, ranges) and resolves default paths. */
@@ -141,5 +150,6 @@ export function resolveConfig(t: HyperConfigTable, hostCpus: number): Result<Hyp
     vcpuOverhead: Math.floor(t.vcpu_overhead),
     memoryOverheadMiB: Math.floor(t.memory_overhead_mib),
     maxVcpus: t.max_vcpus > 0 ? Math.floor(t.max_vcpus) : hostCpus,
+    template: t.template,
   });
 }

@@ -34,14 +34,22 @@ import { bindMount, mountsUnder, unmountAll } from './host/mounts.js';
 import { connectTap, disconnectTap, linkInfo, TAP_NAME } from './host/netns.js';
 import { LogSink } from './logs.js';
 import { consoleTail, PodVm } from './pod.js';
-import { ContainerStatus, type CreateContainer, type Mount, type Process, type Route } from './protocol/wire.gen.js';
+import {
+  ContainerStatus,
+  type CreateContainer,
+  type HelloReply,
+  type Mount,
+  type Process,
+  type Route,
+} from './protocol/wire.gen.js';
 import { vmSize } from './sizing.js';
+import { TemplateStore, type VmTemplate } from './template.js';
 import { EngineState, type ContainerRecord, type SandboxRecord } from './state.js';
 import { requireSeccompSupport, seccompFor } from './seccomp.js';
 import { containerProcess, containerStatus, execProcess, wireResources } from './translate.js';
 import { chooseAccel, type AccelVerdict } from './vm/kvm.js';
 import { QemuDriver } from './vm/qemu.js';
-import type { VmDriver } from './vm/driver.js';
+import type { VmDriver, VmHandle, VmSpec } from './vm/driver.js';
 
 /** The mount tag of the pod share. */
 const SHARE_TAG = 'hcrshare';
@@ -113,6 +121,8 @@ export class HyperEngine implements RuntimeEngine {
   private readonly log: Logger;
   private accel: Promise<AccelVerdict>;
   private accelSettled: AccelVerdict | null = null;
+  /** VM templates, when `template = true`. */
+  private readonly templates: TemplateStore | null;
 
   private constructor(
     readonly name: string,
@@ -123,6 +133,19 @@ export class HyperEngine implements RuntimeEngine {
     this.state = new EngineState(ctx.runtimeDir);
     this.log = ctx.logger;
     this.accel = this.probeAccel();
+    this.templates = config.template
+      ? new TemplateStore(join(ctx.stateDir, 'templates'), join(ctx.runtimeDir, 'tpl'), {
+          driver,
+          logger: ctx.logger,
+          kernel: config.kernel,
+          initrd: config.initrd,
+          shareTag: SHARE_TAG,
+          tapName: TAP_NAME,
+          bootTimeoutMs: config.bootTimeoutMs,
+          vmmVersion: async () =>
+            driver instanceof QemuDriver ? ((await unwrap(driver.version())) ?? 'unknown') : driver.kind,
+        })
+      : null;
   }
 
   /** Creates the engine and reattaches to the VMs an earlier HCR left running. */
@@ -133,8 +156,25 @@ export class HyperEngine implements RuntimeEngine {
     return run(async () => {
       mkdirSync(ctx.runtimeDir, { recursive: true, mode: 0o700 });
       await engine.recover();
+      await engine.prewarmTemplate();
       return engine;
     });
+  }
+
+  /**
+   * Clears what an interrupted template build left and starts building the
+   * template of the default pod size in the background, so the first pod
+   * does not wait for it.
+   */
+  private async prewarmTemplate(): Promise<void> {
+    const store = this.templates;
+    if (store === null) return;
+    await store
+      .prune()
+      .catch((e: unknown) => this.log.warn({ err: (e as Error).message }, 'cleaning up VM templates failed'));
+    void this.accel.then((v) =>
+      store.get({ vcpus: this.config.defaultVcpus, memoryMiB: this.config.defaultMemoryMiB, accel: v.accel }),
+    );
   }
 
   private probeAccel(): Promise<AccelVerdict> {
@@ -207,6 +247,7 @@ export class HyperEngine implements RuntimeEngine {
         accel: this.accelSettled?.accel ?? 'probing',
         accelReason: this.accelSettled?.reason ?? 'the KVM probe is running',
         pods: String(this.pods.size),
+        template: this.templates === null ? 'off' : `on (${this.templates.count()} built)`,
       };
       const fail = (reason: string, message: string): EngineHealth => ({ ready: false, reason, message, info });
       for (const [what, path] of [
@@ -307,48 +348,57 @@ export class HyperEngine implements RuntimeEngine {
           if (existsSync(src)) copyFileSync(src, dst);
           else writeFileSync(dst, name === 'hostname' ? `${hostname}\n` : '', { mode: 0o644 });
         }
+        // The template (built first when missing) in parallel with the TAP: both take a while.
+        const shape = { vcpus: size.vcpus, memoryMiB: size.memoryMiB, accel: verdict.accel };
+        const templateP = this.templates === null ? Promise.resolve(null) : this.templates.get(shape);
         const link = await unwrap(linkInfo(netnsPath, iface.name));
         await unwrap(connectTap(netnsPath, iface.name, link.mtu));
+        const template = await templateP;
         const started = performance.now();
-        const handle = await unwrap(
-          this.driver.start({
-            name: `hcr-${sandbox.id.slice(0, 12)}`,
-            dir: vmDir,
-            kernel: this.config.kernel,
-            initrd: this.config.initrd,
-            cmdline: [],
-            vcpus: size.vcpus,
-            memoryMiB: size.memoryMiB,
-            accel: verdict.accel,
-            netnsPath,
-            nics: [{ tap: TAP_NAME, mac: link.mac }],
-            shares: [{ tag: SHARE_TAG, path: shareDir }],
-          }),
-        );
-        const pod = new PodVm(record, handle, this.podDeps());
-        // The watchdog: no hello within the boot timeout and the VM is killed.
-        const hello = await pod.connect(this.config.bootTimeoutMs);
-        if (hello.isErr()) {
-          pod.detach(true);
-          await this.driver.kill(handle);
-          throw errors.unavailable(
-            `the VM of pod ${sandbox.id} did not come up within ${this.config.bootTimeoutMs / 1000} s ` +
-              `(${verdict.accel}, ${hello.error.message}); last console lines:\n${consoleTail(handle.consoleLog)}`,
-          );
-        }
+        const spec: VmSpec = {
+          name: `hcr-${sandbox.id.slice(0, 12)}`,
+          dir: vmDir,
+          kernel: this.config.kernel,
+          initrd: this.config.initrd,
+          cmdline: [],
+          vcpus: size.vcpus,
+          memoryMiB: size.memoryMiB,
+          accel: verdict.accel,
+          netnsPath,
+          nics: [{ tap: TAP_NAME, mac: link.mac }],
+          shares: [{ tag: SHARE_TAG, path: shareDir }],
+        };
+        const cloned = template === null ? null : await this.startFromTemplate(record, spec, template);
+        const { pod, hello } = cloned ?? (await this.bootVm(record, spec));
+        const handle = pod.handle;
         const bootMs = Math.round(performance.now() - started);
+        if (cloned !== null) this.state.putSandbox({ ...record, template: template?.key ?? '' });
         await unwrap(
           pod.request('SetupPod', {
             hostname,
             shareTag: SHARE_TAG,
-            interfaces: [{ mac: link.mac, addresses: iface.addresses, mtu: link.mtu }],
+            interfaces: [
+              {
+                mac: link.mac,
+                addresses: iface.addresses,
+                mtu: link.mtu,
+                guestMac: cloned !== null ? (template?.mac ?? '') : '',
+              },
+            ],
             routes: podRoutes(sandbox.network.cniResult, sandbox.network.gateway),
             sysctls: Object.entries(sandbox.spec.linux.sysctls).map(([key, value]) => ({ key, value })),
           }),
         );
         this.pods.set(sandbox.id, pod);
         log.info(
-          { vmPid: handle.pid, accel: verdict.accel, vcpus: size.vcpus, memoryMiB: size.memoryMiB, bootMs },
+          {
+            vmPid: handle.pid,
+            accel: verdict.accel,
+            vcpus: size.vcpus,
+            memoryMiB: size.memoryMiB,
+            bootMs,
+            template: cloned !== null ? template?.key : undefined,
+          },
           'pod VM up',
         );
         return {
@@ -357,9 +407,10 @@ export class HyperEngine implements RuntimeEngine {
             accel: verdict.accel,
             vcpus: size.vcpus,
             memoryMiB: size.memoryMiB,
-            kernelRelease: hello.value.kernelRelease,
-            agentVersion: hello.value.agentVersion,
+            kernelRelease: hello.kernelRelease,
+            agentVersion: hello.agentVersion,
             bootMs,
+            template: cloned !== null ? (template?.key ?? '') : '',
           },
         };
       } catch (e) {
@@ -369,6 +420,57 @@ export class HyperEngine implements RuntimeEngine {
         throw e;
       }
     });
+  }
+
+  /** Boots a pod VM's kernel; the watchdog kills a VM whose agent does not greet within the boot timeout. */
+  private async bootVm(record: SandboxRecord, spec: VmSpec): Promise<{ pod: PodVm; hello: HelloReply }> {
+    const handle = await unwrap(this.driver.start(spec));
+    const pod = new PodVm(record, handle, this.podDeps());
+    const hello = await pod.connect(this.config.bootTimeoutMs);
+    if (hello.isErr()) {
+      pod.detach(true);
+      await this.driver.kill(handle);
+      throw errors.unavailable(
+        `the VM of pod ${record.id} did not come up within ${this.config.bootTimeoutMs / 1000} s ` +
+          `(${spec.accel}, ${hello.error.message}); last console lines:\n${consoleTail(handle.consoleLog)}`,
+      );
+    }
+    return { pod, hello: hello.value };
+  }
+
+  /**
+   * Starts a pod VM from a template: the same machine and devices with the
+   * pod's backends (its TAP, share and sockets), the template's RAM mapped
+   * copy-on-write, its device state loaded, then resumed; the agent's Hello
+   * reseeds the guest RNG. Null (after a warning, with the template dropped
+   * and the VM gone) when anything fails: the caller boots normally.
+   */
+  private async startFromTemplate(
+    record: SandboxRecord,
+    spec: VmSpec,
+    template: VmTemplate,
+  ): Promise<{ pod: PodVm; hello: HelloReply } | null> {
+    const clone: VmSpec = {
+      ...spec,
+      nics: spec.nics.map((n) => ({ ...n, mac: template.mac })),
+      memoryFile: { path: template.memoryPath, shared: false },
+      incoming: true,
+    };
+    let handle: VmHandle | null = null;
+    let pod: PodVm | null = null;
+    try {
+      handle = await unwrap(this.driver.start(clone));
+      await unwrap(this.driver.restoreState(handle, template.statePath, this.config.bootTimeoutMs));
+      pod = new PodVm(record, handle, this.podDeps());
+      const hello = await unwrap(pod.connect(this.config.bootTimeoutMs));
+      return { pod, hello };
+    } catch (e) {
+      pod?.detach(true);
+      if (handle !== null) await unwrap(this.driver.kill(handle)).catch(() => undefined);
+      const tail = handle === null ? '' : `; last console lines:\n${consoleTail(handle.consoleLog, 10)}`;
+      this.templates?.invalidate(template, `${(e as Error).message}${tail}`);
+      return null;
+    }
   }
 
   stopSandbox(sandbox: SandboxRef, gracePeriodSeconds: number): EngineResult<void> {
@@ -450,6 +552,7 @@ export class HyperEngine implements RuntimeEngine {
                 vcpus: record.vcpus,
                 memoryMiB: record.memoryMiB,
                 agentConnected: pod?.connected ?? false,
+                template: record.template ?? '',
                 console: join(record.vmDir, 'console.log'),
               },
       };
@@ -760,6 +863,7 @@ export class HyperEngine implements RuntimeEngine {
   }
 
   async close(): Promise<void> {
+    await this.templates?.close();
     for (const pod of this.pods.values()) pod.detach(true);
     this.pods.clear();
     this.listeners.clear();

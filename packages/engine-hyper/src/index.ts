@@ -12,7 +12,8 @@ export {
   type HyperConfigTable,
   type KvmSetting,
 } from './config.js';
-export type { VmDriver, VmHandle, VmSpec, VmNic, VmShare, Accel } from './vm/driver.js';
+export type { VmDriver, VmHandle, VmSpec, VmNic, VmShare, VmMemoryFile, Accel } from './vm/driver.js';
+export { TemplateStore, TEMPLATE_MAC, type TemplateShape, type VmTemplate } from './template.js';
 export { QemuDriver, qemuArgs, kernelCmdline } from './vm/qemu.js';
 export type { AgentTransport } from './agent/transport.js';
 export { UnixSocketTransport } from './agent/transport.js';

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
 import {
@@ -122,7 +123,12 @@ export class PodVm {
       this.subscribe(client);
       const resume = [...this.sinks].map(([containerId, sink]) => ({ containerId, offset: sink.resumeOffset() }));
       return client
-        .request('Hello', { hostTime: BigInt(Date.now()) * 1_000_000n, resume }, Math.max(1, deadline - Date.now()))
+        .request(
+          'Hello',
+          // Fresh entropy on every greeting: a VM started from a template holds the template's RNG state.
+          { hostTime: BigInt(Date.now()) * 1_000_000n, resume, entropy: randomBytes(64) },
+          Math.max(1, deadline - Date.now()),
+        )
         .andThen((hello) =>
           hello.protocolVersion === PROTOCOL_VERSION
             ? okAsync(hello)

@@ -24,6 +24,8 @@ export interface SandboxRecord {
   readonly accel: Accel;
   readonly vcpus: number;
   readonly memoryMiB: number;
+  /** The template the VM was started from; absent or '' for a booted VM. */
+  readonly template?: string;
 }
 
 /** A container and what it takes to run execs in it and write its log. */

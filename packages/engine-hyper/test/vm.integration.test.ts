@@ -41,7 +41,11 @@ describe('guest assets boot', () => {
     try {
       const client = await ok(AgentClient.connect(driver.agentTransport(handle), 5_000));
       const hello = await ok(
-        client.request('Hello', { hostTime: BigInt(Date.now()) * 1_000_000n, resume: [] }, 90_000),
+        client.request(
+          'Hello',
+          { hostTime: BigInt(Date.now()) * 1_000_000n, resume: [], entropy: Buffer.alloc(0) },
+          90_000,
+        ),
       );
       console.log(`hyper: QEMU start to agent hello under TCG: ${(performance.now() - t0).toFixed(0)} ms`);
       expect(hello.protocolVersion).toBe(PROTOCOL_VERSION);

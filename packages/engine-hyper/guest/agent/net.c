@@ -12,6 +12,7 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
+#include <net/if_arp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,6 +113,31 @@ static int set_flags_up(const char *name, unsigned mtu)
 		ifr.ifr_flags |= IFF_UP;
 		rc = ioctl(fd, SIOCSIFFLAGS, &ifr);
 	}
+	int e = errno;
+	close(fd);
+	errno = e;
+	return rc;
+}
+
+/* Gives a (down) NIC another MAC: a clone's NIC carries the template's until the pod's is set. */
+static int set_mac(const char *name, const char *mac)
+{
+	unsigned b[6];
+	char tail;
+	if (sscanf(mac, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &tail) != 6) {
+		errno = EINVAL;
+		return -1;
+	}
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+	ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+	for (int i = 0; i < 6; i++)
+		ifr.ifr_hwaddr.sa_data[i] = (char)b[i];
+	int rc = ioctl(fd, SIOCSIFHWADDR, &ifr);
 	int e = errno;
 	close(fd);
 	errno = e;
@@ -257,6 +283,11 @@ int net_setup(const struct hcr_setup_pod *req, char *err, size_t errlen)
 	for (size_t i = 0; i < req->interfaces_count; i++) {
 		const struct hcr_interface *iface = &req->interfaces[i];
 		char name[IF_NAMESIZE];
+		if (iface->guest_mac[0] != 0 && strcasecmp(iface->guest_mac, iface->mac) != 0 &&
+		    iface_by_mac(iface->guest_mac, name) && set_mac(name, iface->mac) != 0) {
+			snprintf(err, errlen, "set the MAC of %s to %s: %s", name, iface->mac, strerror(errno));
+			return -1;
+		}
 		if (!iface_by_mac(iface->mac, name)) {
 			snprintf(err, errlen, "no guest NIC has MAC %s", iface->mac);
 			return -1;

@@ -26,8 +26,9 @@ static const struct hcr_field hcr_fields_interface[] = {
 	{1, HCR_FT_STRING, 0, offsetof(struct hcr_interface, mac), 0, NULL, sizeof(char *), "mac"},
 	{2, HCR_FT_STRING, 1, offsetof(struct hcr_interface, addresses), offsetof(struct hcr_interface, addresses_count), NULL, sizeof(char *), "addresses"},
 	{3, HCR_FT_U32, 0, offsetof(struct hcr_interface, mtu), 0, NULL, sizeof(uint32_t), "mtu"},
+	{4, HCR_FT_STRING, 0, offsetof(struct hcr_interface, guest_mac), 0, NULL, sizeof(char *), "guest_mac"},
 };
-const struct hcr_desc hcr_desc_interface = {"Interface", sizeof(struct hcr_interface), 3, hcr_fields_interface};
+const struct hcr_desc hcr_desc_interface = {"Interface", sizeof(struct hcr_interface), 4, hcr_fields_interface};
 
 static const struct hcr_field hcr_fields_route[] = {
 	{1, HCR_FT_STRING, 0, offsetof(struct hcr_route, destination), 0, NULL, sizeof(char *), "destination"},
@@ -113,8 +114,9 @@ const struct hcr_desc hcr_desc_empty = {"Empty", sizeof(struct hcr_empty), 0, NU
 static const struct hcr_field hcr_fields_hello[] = {
 	{1, HCR_FT_U64, 0, offsetof(struct hcr_hello, host_time), 0, NULL, sizeof(uint64_t), "host_time"},
 	{2, HCR_FT_STRUCT, 1, offsetof(struct hcr_hello, resume), offsetof(struct hcr_hello, resume_count), &hcr_desc_log_cursor, sizeof(struct hcr_log_cursor), "resume"},
+	{3, HCR_FT_BYTES, 0, offsetof(struct hcr_hello, entropy), offsetof(struct hcr_hello, entropy_len), NULL, 1, "entropy"},
 };
-const struct hcr_desc hcr_desc_hello = {"Hello", sizeof(struct hcr_hello), 2, hcr_fields_hello};
+const struct hcr_desc hcr_desc_hello = {"Hello", sizeof(struct hcr_hello), 3, hcr_fields_hello};
 
 static const struct hcr_field hcr_fields_hello_reply[] = {
 	{1, HCR_FT_U32, 0, offsetof(struct hcr_hello_reply, protocol_version), 0, NULL, sizeof(uint32_t), "protocol_version"},

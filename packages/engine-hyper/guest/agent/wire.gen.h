@@ -118,12 +118,13 @@ struct hcr_container_info {
 	uint64_t output_end;
 };
 
-/* A guest network interface, found by MAC; addresses are CIDRs. */
+/* A guest network interface, found by MAC; addresses are CIDRs. guest_mac, when set, is the MAC the NIC has now (a VM cloned from a template carries the template's): the agent finds the NIC by it and gives it mac first. */
 struct hcr_interface {
 	char *mac;
 	char **addresses;
 	size_t addresses_count;
 	uint32_t mtu;
+	char *guest_mac;
 };
 
 /* A route; an empty gateway means on-link. */
@@ -219,14 +220,16 @@ struct hcr_empty {
 	char unused; /* C has no empty structs */
 };
 
-/* First request on every connection: sets the guest clock, resumes output streams, returns what the agent holds. */
+/* First request on every connection: sets the guest clock, resumes output streams, returns what the agent holds. entropy (host random bytes) is mixed into the guest kernel's pool and the kernel's generator is reseeded from it: every VM cloned from one template resumes with the template's generator state. */
 struct hcr_hello {
 	uint64_t host_time;
 	struct hcr_log_cursor *resume;
 	size_t resume_count;
+	uint8_t *entropy;
+	size_t entropy_len;
 };
 
-/* features names what this agent does beyond the first release of protocol version 1 ("seccomp", "signal-hold"): an older agent skips fields it does not know, so the host refuses what a pod's agent would silently ignore. */
+/* features names what this agent does beyond the first release of protocol version 1 ("seccomp", "signal-hold", "clone": Hello.entropy and Interface.guest_mac, so a VM of this agent can serve as a template): an older agent skips fields it does not know, so the host refuses what a pod's agent would silently ignore. */
 struct hcr_hello_reply {
 	uint32_t protocol_version;
 	char *agent_version;

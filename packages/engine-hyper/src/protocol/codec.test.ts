@@ -82,7 +82,7 @@ describe('agent protocol codec', () => {
     const body = decodeBody('ContainerExited', payload);
     expect(body.container.exitCode).toBe(-1);
     expect(body.container.outputEnd).toBe(0n);
-    expect(decodeBody('Hello', Buffer.alloc(0))).toEqual({ hostTime: 0n, resume: [] });
+    expect(decodeBody('Hello', Buffer.alloc(0))).toEqual({ hostTime: 0n, resume: [], entropy: Buffer.alloc(0) });
   });
 
   it('refuses an integer field of the wrong width', () => {

@@ -75,11 +75,12 @@ export interface ContainerInfo {
   readonly outputEnd: bigint;
 }
 
-/** A guest network interface, found by MAC; addresses are CIDRs. */
+/** A guest network interface, found by MAC; addresses are CIDRs. guest_mac, when set, is the MAC the NIC has now (a VM cloned from a template carries the template's): the agent finds the NIC by it and gives it mac first. */
 export interface Interface {
   readonly mac: string;
   readonly addresses: readonly string[];
   readonly mtu: number;
+  readonly guestMac: string;
 }
 
 /** A route; an empty gateway means on-link. */
@@ -164,13 +165,14 @@ export interface ErrorReply {
 /** Reply to a request that succeeded with nothing to say. */
 export type Empty = Record<string, never>;
 
-/** First request on every connection: sets the guest clock, resumes output streams, returns what the agent holds. */
+/** First request on every connection: sets the guest clock, resumes output streams, returns what the agent holds. entropy (host random bytes) is mixed into the guest kernel's pool and the kernel's generator is reseeded from it: every VM cloned from one template resumes with the template's generator state. */
 export interface Hello {
   readonly hostTime: bigint;
   readonly resume: readonly LogCursor[];
+  readonly entropy: Buffer;
 }
 
-/** features names what this agent does beyond the first release of protocol version 1 ("seccomp", "signal-hold"): an older agent skips fields it does not know, so the host refuses what a pod's agent would silently ignore. */
+/** features names what this agent does beyond the first release of protocol version 1 ("seccomp", "signal-hold", "clone": Hello.entropy and Interface.guest_mac, so a VM of this agent can serve as a template): an older agent skips fields it does not know, so the host refuses what a pod's agent would silently ignore. */
 export interface HelloReply {
   readonly protocolVersion: number;
   readonly agentVersion: string;
@@ -387,6 +389,7 @@ export const descriptors: Readonly<Record<string, StructDescriptor>> = {
       { name: 'mac', tag: 1, type: 'string', repeated: false },
       { name: 'addresses', tag: 2, type: 'string', repeated: true },
       { name: 'mtu', tag: 3, type: 'u32', repeated: false },
+      { name: 'guestMac', tag: 4, type: 'string', repeated: false },
     ],
   },
   Route: {
@@ -483,6 +486,7 @@ export const descriptors: Readonly<Record<string, StructDescriptor>> = {
     fields: [
       { name: 'hostTime', tag: 1, type: 'u64', repeated: false },
       { name: 'resume', tag: 2, type: 'struct', repeated: true, struct: 'LogCursor' },
+      { name: 'entropy', tag: 3, type: 'bytes', repeated: false },
     ],
   },
   HelloReply: {

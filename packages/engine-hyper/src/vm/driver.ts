@@ -33,6 +33,22 @@ export interface VmSpec {
   readonly netnsPath: string | null;
   readonly nics: readonly VmNic[];
   readonly shares: readonly VmShare[];
+  /**
+   * Guest RAM in a file instead of anonymous memory: `shared` for a template
+   * VM (its RAM becomes the template's memory image), private
+   * (copy-on-write, the file is never written) for a VM resumed from one.
+   */
+  readonly memoryFile?: VmMemoryFile;
+  /** Start paused and wait for a saved state (see {@link VmDriver.restoreState}) instead of booting. */
+  readonly incoming?: boolean;
+  /** Run the VMM in a network namespace made for it and gone with it (a template VM), not in netnsPath. */
+  readonly privateNetns?: boolean;
+}
+
+/** A file that holds a VM's RAM. */
+export interface VmMemoryFile {
+  readonly path: string;
+  readonly shared: boolean;
 }
 
 /** A running VM: enough to find, control and reach it again after an HCR restart. */
@@ -60,6 +76,13 @@ export interface VmDriver {
   stop(handle: VmHandle, timeoutMs: number): ResultAsync<void, HcrError>;
   /** SIGKILLs the VMM and waits for it to be gone. */
   kill(handle: VmHandle): ResultAsync<void, HcrError>;
+  /**
+   * Pauses the VM and writes its device state to `statePath`; its RAM is not
+   * in that file but in its shared memory file. The VM stays paused.
+   */
+  saveState(handle: VmHandle, statePath: string, timeoutMs: number): ResultAsync<void, HcrError>;
+  /** Loads a state written by saveState into a VM started with `incoming`, then resumes it. */
+  restoreState(handle: VmHandle, statePath: string, timeoutMs: number): ResultAsync<void, HcrError>;
   /** The channel to the guest agent of this VM. */
   agentTransport(handle: VmHandle): AgentTransport;
   /** Files the driver keeps in a VM's dir (removed with the pod). */

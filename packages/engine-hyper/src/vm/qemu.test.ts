@@ -37,6 +37,24 @@ describe('qemuArgs', () => {
     expect(args).not.toContain('-cpu');
   });
 
+  it('puts a template VM RAM in a shared file and a clone in a private mapping of it, waiting for its state', () => {
+    const template = qemuArgs({ ...spec, memoryFile: { path: '/t/k,1/memory', shared: true } });
+    const at = (a: string[], flag: string) => a.filter((_, i) => a[i - 1] === flag);
+    expect(at(template, '-object')).toEqual(['memory-backend-file,id=ram,size=384M,mem-path=/t/k,,1/memory,share=on']);
+    expect(at(template, '-machine')).toEqual(['memory-backend=ram']);
+    expect(template).not.toContain('-incoming');
+    const clone = qemuArgs({ ...spec, memoryFile: { path: '/t/k/memory', shared: false }, incoming: true });
+    expect(at(clone, '-object')).toEqual(['memory-backend-file,id=ram,size=384M,mem-path=/t/k/memory,share=off']);
+    expect(at(clone, '-incoming')).toEqual(['defer']);
+    // Everything but the RAM backend and -incoming is the same as a booted VM's: the saved state must fit it.
+    const rest = clone.filter(
+      (a, i) =>
+        !['-object', '-machine', '-incoming'].includes(a) &&
+        !['-object', '-machine', '-incoming'].includes(clone[i - 1] ?? ''),
+    );
+    expect(rest).toEqual(args);
+  });
+
   it('uses the host CPU under KVM', () => {
     const kvm = qemuArgs({ ...spec, accel: 'kvm' });
     expect(kvm.slice(kvm.indexOf('-cpu'), kvm.indexOf('-cpu') + 2)).toEqual(['-cpu', 'host']);
