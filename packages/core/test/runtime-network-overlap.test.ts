@@ -58,6 +58,8 @@ class Host {
   /** Set to hold the engine's stopSandbox open until the test settles it. */
   stop: ReturnType<typeof deferred<HcrError | null>> | null = null;
   engineFails = false;
+  /** Set to hold CNI DEL open (resolve with an error to fail it). */
+  del: ReturnType<typeof deferred<HcrError | null>> | null = null;
   seenNetwork: PodNetwork | null = null;
 
   network(): NetworkManager {
@@ -78,8 +80,13 @@ class Host {
       check: () => okAsync(undefined),
       detach: (id) => {
         this.events.push('del');
-        this.attached.delete(id);
-        return okAsync(undefined);
+        const held = this.del;
+        const finish = (e: HcrError | null) => {
+          if (e !== null) return errAsync(e);
+          this.attached.delete(id);
+          return okAsync(undefined);
+        };
+        return held === null ? finish(null) : ResultAsync.fromSafePromise(held.promise).andThen(finish);
       },
       removeNetns: (p) => {
         this.netns.delete(p.split('/').pop() as string);
@@ -261,6 +268,27 @@ describe('RunPodSandbox overlaps CNI ADD with the infra unit when the engine all
     host.stop = null;
     (await rt.stopPodSandbox(id))._unsafeUnwrap();
     expect(store.getSandbox(id)?.phase).toBe('notready');
+  });
+
+  it('lists the pod not ready from the moment CNI DEL begins, and runs DEL again after a failed one', async () => {
+    const rt = service(true);
+    const run = rt.runPodSandbox(podSpec());
+    host.add.resolve(network);
+    const id = (await run)._unsafeUnwrap();
+    host.del = deferred();
+    const stop = rt.stopPodSandbox(id);
+    await waitFor(() => host.events.includes('del'));
+    // Half a network is no network: a crash here must not leave the pod listed ready.
+    expect(store.getSandbox(id)?.networkPhase).toBe('detaching');
+    expect((await rt.podSandboxStatus(id))._unsafeUnwrap().state).toBe('notready');
+    host.del.resolve(errors.unavailable('bridge plugin failed on DEL (injected)'));
+    expect((await stop)._unsafeUnwrapErr().message).toContain('failed on DEL');
+    expect(host.attached.size).toBe(1);
+    host.del = null;
+    (await rt.stopPodSandbox(id))._unsafeUnwrap();
+    expect(host.events.filter((e) => e === 'del')).toHaveLength(2);
+    expect(host.attached.size).toBe(0);
+    expect(store.getSandbox(id)?.networkPhase).toBe('removed');
   });
 
   it('stops the infra unit before CNI DEL when the engine needs its network', async () => {

@@ -911,7 +911,9 @@ export class RuntimeService {
 
   private async stopSandboxSteps(record: SandboxRecord): Promise<SandboxRecord> {
     const engine = record.engine === null ? null : (this.opts.engines.get(record.engine) ?? null);
-    const stopped = engine === null ? Promise.resolve() : this.stopEngineUnits(record, engine);
+    if (engine !== null) await this.stopRunningContainers(record, engine);
+    faultPoint('stopPodSandbox:after-containers');
+    const stopped = engine === null ? Promise.resolve() : this.stopEngineUnit(record, engine);
     let next: SandboxRecord;
     if (engine?.capabilities.sandboxBeforeNetwork === true) {
       // The engine's unit only joined the namespace and never used what CNI made in it,
@@ -932,8 +934,8 @@ export class RuntimeService {
     return next;
   }
 
-  /** Stops a pod's running containers (at once, without grace) and then its engine unit. */
-  private async stopEngineUnits(record: SandboxRecord, engine: RuntimeEngine): Promise<void> {
+  /** Stops a pod's running containers, all at once and without grace (the kubelet has stopped each already). */
+  private async stopRunningContainers(record: SandboxRecord, engine: RuntimeEngine): Promise<void> {
     const running = this.opts.store.listContainers(record.id).filter((c) => c.phase === 'running');
     await Promise.all(
       running.map((c) =>
@@ -942,7 +944,10 @@ export class RuntimeService {
         ),
       ),
     );
-    faultPoint('stopPodSandbox:after-containers');
+  }
+
+  /** Stops a pod's engine unit; containers it took down with it are recorded exited. */
+  private async stopEngineUnit(record: SandboxRecord, engine: RuntimeEngine): Promise<void> {
     if (record.engineCreated) await unwrap(engine.stopSandbox(this.sandboxRef(record), POD_STOP_GRACE_SECONDS));
     // Containers the engine stopped with the pod are exited now.
     for (const c of this.opts.store.listContainers(record.id)) {
@@ -959,6 +964,11 @@ export class RuntimeService {
   private async teardownNetwork(record: SandboxRecord): Promise<SandboxRecord> {
     let next = record;
     if (next.networkPhase === 'attached' || next.networkPhase === 'netns-created') {
+      // Recorded first: a DEL cut short must not leave the pod listed ready with half a network.
+      next = { ...next, networkPhase: 'detaching' };
+      this.opts.store.putSandbox(next);
+    }
+    if (next.networkPhase === 'detaching') {
       await unwrap(this.opts.network.detach(next.id, next.network.netnsPath, next.spec, next.network));
       next = { ...next, networkPhase: 'detached' };
       this.opts.store.putSandbox(next);
@@ -1073,7 +1083,9 @@ const emptyNetwork: PodNetwork = { netnsPath: null, ips: [], interfaces: [], gat
  * (unikernel) would still call the pod alive.
  */
 function networkUp(record: SandboxRecord): boolean {
-  return record.networkPhase !== 'detached' && record.networkPhase !== 'removed';
+  return (
+    record.networkPhase === 'none' || record.networkPhase === 'netns-created' || record.networkPhase === 'attached'
+  );
 }
 
 function sandboxKey(spec: SandboxSpec): string {

@@ -3,8 +3,12 @@ import type { SandboxPhase } from '../lifecycle/sandbox.js';
 import type { RoutingDecision } from '../router/router.js';
 import type { ContainerSpec, ImageInfo, Nanos, PodNetwork, SandboxSpec } from '../types.js';
 
-/** Progress of a pod's network, recorded so CNI ADD/DEL and netns removal happen exactly once. */
-export type NetworkPhase = 'none' | 'netns-created' | 'attached' | 'detached' | 'removed';
+/**
+ * Progress of a pod's network, recorded so CNI ADD/DEL and netns removal happen
+ * exactly once. `detaching`: CNI DEL has begun, so the network may be partly
+ * gone (the pod is not ready) and DEL must run again if it was cut short.
+ */
+export type NetworkPhase = 'none' | 'netns-created' | 'attached' | 'detaching' | 'detached' | 'removed';
 
 /** Everything HCR remembers about a pod sandbox. */
 export interface SandboxRecord {
