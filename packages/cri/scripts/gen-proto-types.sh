@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates src/generated/ (TypeScript types for the CRI v1 protocol) from
-# proto/runtime/v1/api.proto. CI runs this with --check and fails on a diff.
+# Regenerates src/generated/ (TypeScript types for the CRI v1 protocol and
+# HCR's pull-progress service) from proto/runtime/v1/api.proto and
+# proto/hcr/v1/progress.proto. CI runs this with --check and fails on a diff.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=src/generated
@@ -8,8 +9,8 @@ if [[ ${1:-} == --check ]]; then
 	out=$(mktemp -d)
 	trap 'rm -rf "$out"' EXIT
 fi
-rm -rf "${out:?}"/runtime "$out"/api.ts
-node_modules/.bin/proto-loader-gen-types runtime/v1/api.proto \
+rm -rf "${out:?}"/runtime "$out"/api.ts "$out"/hcr "$out"/progress.ts
+node_modules/.bin/proto-loader-gen-types runtime/v1/api.proto hcr/v1/progress.proto \
 	--keepCase=false --longs=String --enums=String --bytes=Buffer --defaults --oneofs \
 	--grpcLib=@grpc/grpc-js --includeDirs=proto --outDir="$out" 2>/dev/null
 # NodeNext ESM needs explicit extensions on relative imports.

@@ -2,7 +2,8 @@
 import { existsSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import type { ServiceError } from '@grpc/grpc-js';
-import { criClient } from './client.js';
+import { criClient, watchPull } from './client.js';
+import { applyPullEvent, newPullView, renderPullLine } from './pull-view.js';
 import { DEFAULT_CONFIG_TOML, loadConfig } from './config.js';
 import { runDoctor } from './doctor.js';
 import { createLogger, startShim } from './serve.js';
@@ -159,21 +160,27 @@ program
   .addOption(socketOption())
   .action(async (image: string, o: { socket: string }) => {
     const started = Date.now();
-    const frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
-    let i = 0;
     const tty = process.stderr.isTTY;
-    const timer = setInterval(() => {
-      if (tty)
-        process.stderr.write(
-          `\r${frames[i++ % frames.length]} pulling ${image} ${((Date.now() - started) / 1000).toFixed(1)}s`,
-        );
-    }, 100);
+    const view = newPullView();
+    const draw = () => {
+      if (tty) process.stderr.write(`\r\x1b[K${renderPullLine(view, image, Date.now() - started)}`);
+    };
+    // Progress comes from HCR's own service beside CRI; the pull itself is plain CRI PullImage.
+    const watch = watchPull(o.socket, image, (e) => {
+      const line = applyPullEvent(view, e);
+      if (line !== null && !tty) console.error(line);
+      draw();
+    });
+    const timer = setInterval(draw, 200);
     try {
+      // Bounded: a shim without the progress service must not hold up the pull.
+      await Promise.race([watch.ready, new Promise((r) => setTimeout(r, 2000).unref())]);
       const r = await rpc<{ imageRef: string }>(o.socket, 'images', 'PullImage', { image: { image } }, 30 * 60_000);
       if (tty) process.stderr.write('\r\x1b[K');
       console.log(`${image}: ${r.imageRef} (${((Date.now() - started) / 1000).toFixed(1)}s)`);
     } finally {
       clearInterval(timer);
+      watch.cancel();
     }
   });
 

@@ -6,12 +6,14 @@
 export {
   CriServer,
   loadCriProto,
+  loadHcrProto,
   protoPath,
   HCR_VERSION,
   type CriServerOptions,
   type StreamingUrls,
 } from './server.js';
-export { criClient, type CriClient } from './client.js';
+export { criClient, watchPull, type CriClient, type PullWatch } from './client.js';
+export { PullProgressHub, type PullEventView } from './pull-progress.js';
 export { compose, loadPlugins, checkRegistration, BUILTIN_ENGINES, type Composition } from './compose.js';
 export { loadConfig, parseConfig, DEFAULT_CONFIG_TOML, type HcrConfig } from './config.js';
 export { startShim, createLogger, type RunningShim } from './serve.js';

@@ -7,6 +7,7 @@ import type { Result } from 'neverthrow';
 import * as protoLoader from '@grpc/proto-loader';
 import {
   errors,
+  normalizeReference,
   nowNanos,
   type ContainerFilter,
   type HcrError,
@@ -33,6 +34,10 @@ import {
 import { rewriteAuthority } from './authority-proxy.js';
 import { toServiceError } from './grpc-status.js';
 import type { ProtoGrpcType } from './generated/api.js';
+import type { ProtoGrpcType as HcrProtoGrpcType } from './generated/progress.js';
+import type { PullEvent } from './generated/hcr/v1/PullEvent.js';
+import type { WatchPullRequest__Output } from './generated/hcr/v1/WatchPullRequest.js';
+import { PullProgressHub } from './pull-progress.js';
 import type { ImageServiceHandlers } from './generated/runtime/v1/ImageService.js';
 import type { RuntimeServiceHandlers } from './generated/runtime/v1/RuntimeService.js';
 import type { AuthConfig__Output } from './generated/runtime/v1/AuthConfig.js';
@@ -90,6 +95,18 @@ export function loadCriProto(): ProtoGrpcType {
   return grpc.loadPackageDefinition(def) as unknown as ProtoGrpcType;
 }
 
+/** Loads HCR's own service definitions (pull progress), served beside CRI on the same socket. */
+export function loadHcrProto(): HcrProtoGrpcType {
+  const def = protoLoader.loadSync('hcr/v1/progress.proto', {
+    includeDirs: [protoPath()],
+    keepCase: false,
+    longs: String,
+    enums: String,
+    defaults: true,
+  });
+  return grpc.loadPackageDefinition(def) as unknown as HcrProtoGrpcType;
+}
+
 type Unary<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>) => void;
 
 /**
@@ -102,6 +119,8 @@ export class CriServer {
   private socketPath: string | null = null;
   private listener: NetServer | null = null;
   private injector: grpc.ConnectionInjector | null = null;
+  /** Progress of the pulls under way, for `hcr.v1.PullProgress/Watch` (`hcr pull`). */
+  readonly pullProgress = new PullProgressHub();
 
   constructor(private readonly opts: CriServerOptions) {
     this.server = new grpc.Server({
@@ -111,6 +130,29 @@ export class CriServer {
     const proto = loadCriProto();
     this.server.addService(proto.runtime.v1.RuntimeService.service, this.runtimeHandlers());
     this.server.addService(proto.runtime.v1.ImageService.service, this.imageHandlers());
+    this.server.addService(loadHcrProto().hcr.v1.PullProgress.service, {
+      Watch: (call: grpc.ServerWritableStream<WatchPullRequest__Output, PullEvent>) => this.watchPull(call),
+    });
+  }
+
+  /** `hcr.v1.PullProgress/Watch`: the pull's state, then each change, until it ends or the client goes. */
+  private watchPull(call: grpc.ServerWritableStream<WatchPullRequest__Output, PullEvent>): void {
+    const ref = normalizeReference(call.request.image);
+    if (ref.isErr()) {
+      call.emit('error', toServiceError(ref.error));
+      return;
+    }
+    const stop = this.pullProgress.watch(ref.value, (e) => {
+      call.write({ ...e, done: String(e.done), total: String(e.total) });
+      if (e.phase === 'done' || e.phase === 'failed') {
+        stop();
+        call.end();
+      }
+    });
+    call.on('cancelled', () => stop());
+    call.on('close', () => stop());
+    // Headers tell the client the watch is registered, so it can start the pull without missing its beginning.
+    call.sendMetadata(new grpc.Metadata());
   }
 
   /**
@@ -496,16 +538,29 @@ export class CriServer {
       PullImage: u('PullImage', async (req) => {
         const ref = imageRef(req.image);
         const auth = authFromWire(req.auth ?? null);
-        const img = await unwrapR(
-          images.pull(ref, {
-            ...(auth ? { auth } : {}),
-            onProgress: (p) => {
-              if (p.phase === 'done' || p.phase === 'resolving')
-                this.opts.logger.info({ image: ref, phase: p.phase }, 'pull');
-            },
-          }),
-        );
-        return { imageRef: img.id };
+        const canonical = normalizeReference(ref).unwrapOr('');
+        const pulled = await images.pull(ref, {
+          ...(auth ? { auth } : {}),
+          onProgress: (p) => {
+            if (p.phase === 'done' || p.phase === 'resolving')
+              this.opts.logger.info({ image: ref, phase: p.phase }, 'pull');
+            this.pullProgress.publish({ ...p, error: '' });
+          },
+        });
+        if (pulled.isErr()) {
+          if (canonical !== '') {
+            this.pullProgress.publish({
+              ref: canonical,
+              phase: 'failed',
+              layer: '',
+              done: 0,
+              total: 0,
+              error: pulled.error.message,
+            });
+          }
+          throw pulled.error;
+        }
+        return { imageRef: pulled.value.id };
       }),
       RemoveImage: u('RemoveImage', async (req) => {
         await unwrapR(images.remove(imageRef(req.image)));
