@@ -43,6 +43,8 @@ import { pollUntil } from './wait.js';
 export interface UnikernelEngineSettings {
   readonly defaultMemoryMiB: number;
   readonly defaultVcpus: number;
+  /** Types whose guests get the ACPI power button and the grace period on stop (default: linux). */
+  readonly gracefulStopTypes?: readonly UnikernelType[];
 }
 
 /** What createContainer resolved, persisted as the container's `launch.json`. */
@@ -69,6 +71,8 @@ interface LaunchRecord {
 interface StopRecord {
   readonly graceSeconds: number;
   readonly killed: boolean;
+  /** Killed without asking the guest: its type has no graceful shutdown (urunc's behaviour). */
+  readonly immediate?: boolean;
 }
 
 /** A running container's console follower and exit watch. */
@@ -635,7 +639,10 @@ export class UnikernelEngine implements RuntimeEngine {
     if (stop?.killed && status.kind === 'signal') {
       return {
         ...exit,
-        message: `stopped: the guest did not shut down within the ${stop.graceSeconds} s grace period, so the VM was killed`,
+        message:
+          stop.immediate === true
+            ? `stopped: a ${launch.type} unikernel has no graceful shutdown, so the VM was stopped at once (graceful_stop_types)`
+            : `stopped: the guest did not shut down within the ${stop.graceSeconds} s grace period, so the VM was killed`,
       };
     }
     return exit;
@@ -653,14 +660,18 @@ export class UnikernelEngine implements RuntimeEngine {
     }
     const monitor = this.monitors.get(launch.monitor)!;
     const grace = Math.max(0, timeoutSeconds);
+    // Only guests that handle the power button are asked; waiting out the grace period of one that
+    // cannot answer (most unikernels) would only delay the kill, so those stop at once, as under urunc.
+    const graceful = (this.settings.gracefulStopTypes ?? ['linux']).includes(launch.type);
     await writeFile(files.stop, JSON.stringify({ graceSeconds: grace, killed: false } satisfies StopRecord));
     const ended = async () => ((await readMonitorStatus(files)) !== null ? true : undefined);
     let exited = false;
-    if (grace > 0 && (await monitor.requestShutdown(files, pid))) {
+    if (graceful && grace > 0 && (await monitor.requestShutdown(files, pid))) {
       exited = (await pollUntil(ended, grace * 1000, 50)) === true;
     }
     if (!exited) {
-      await writeFile(files.stop, JSON.stringify({ graceSeconds: grace, killed: true } satisfies StopRecord));
+      const record: StopRecord = { graceSeconds: grace, killed: true, ...(graceful ? {} : { immediate: true }) };
+      await writeFile(files.stop, JSON.stringify(record));
       const live = await liveMonitorPid(files);
       if (live !== null) process.kill(live, 'SIGKILL');
       if ((await pollUntil(ended, KILL_WAIT_MS, 20)) === undefined) {

@@ -4,6 +4,7 @@ import { UnikernelEngine } from './engine.js';
 import { FirecrackerMonitor } from './firecracker.js';
 import { QemuMonitor, type AccelSetting } from './qemu.js';
 import { Solo5Monitor } from './solo5.js';
+import { unikernelTypes, type UnikernelType } from './annotations.js';
 
 /** Documented config keys of the unikernel engine (`[engines.<name>]`). */
 export const unikernelConfigFields = [
@@ -29,6 +30,13 @@ export const unikernelConfigFields = [
   { key: 'default_vcpus', type: 'number', default: 1, description: 'vCPUs when the container sets no CPU quota' },
   { key: 'start_timeout_seconds', type: 'number', default: 20, description: 'Bound on a monitor bringing a VM up' },
   { key: 'kvm_probe_timeout_seconds', type: 'number', default: 5, description: 'Bound on the KVM probe boot' },
+  {
+    key: 'graceful_stop_types',
+    type: 'string[]',
+    default: ['linux'],
+    description:
+      'Unikernel types whose guests handle the ACPI power button: StopContainer presses it and kills the VM only when the grace period ends. Other types are stopped at once, as urunc does (their monitors have no guest to ask)',
+  },
 ] as const;
 
 /** The unikernel engine's parsed config. */
@@ -57,6 +65,16 @@ export const registration = defineEngine<UnikernelConfigTable>({
       if (!(config[key] > 0))
         return errAsync(errors.invalidArgument(`${key} must be positive, got ${config[key]}`, key));
     }
+    for (const t of config.graceful_stop_types) {
+      if (!(unikernelTypes as readonly string[]).includes(t)) {
+        return errAsync(
+          errors.invalidArgument(
+            `graceful_stop_types: "${t}" is not a unikernel type (known: ${unikernelTypes.join(', ')})`,
+            'graceful_stop_types',
+          ),
+        );
+      }
+    }
     const monitors = [
       new QemuMonitor({
         binary: config.qemu_binary,
@@ -71,7 +89,11 @@ export const registration = defineEngine<UnikernelConfigTable>({
     return ResultAsync.fromPromise(
       UnikernelEngine.create(
         context.name,
-        { defaultMemoryMiB: config.default_memory_mib, defaultVcpus: config.default_vcpus },
+        {
+          defaultMemoryMiB: config.default_memory_mib,
+          defaultVcpus: config.default_vcpus,
+          gracefulStopTypes: config.graceful_stop_types as readonly UnikernelType[],
+        },
         context,
         monitors,
       ),

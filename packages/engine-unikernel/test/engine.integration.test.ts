@@ -46,8 +46,8 @@ beforeAll(async () => {
   pod = await createTestPod(7);
 });
 
-async function newEngine(): Promise<RuntimeEngine> {
-  const config = registration.configSchema.parse({});
+async function newEngine(table: Record<string, unknown> = {}): Promise<RuntimeEngine> {
+  const config = registration.configSchema.parse(table);
   if (!config.ok) throw new Error(config.error);
   const e = (await registration.create(config.value, context))._unsafeUnwrap();
   e.subscribe((ev) => events.push(ev));
@@ -137,7 +137,36 @@ describe('unikernel engine on QEMU', () => {
     await expectNoLeaks(c.id);
   });
 
+  it('stops a unikernel of a type without graceful shutdown at once, without waiting out the grace period', async () => {
+    const sandbox = sandboxRef('pod-idle', pod, runtimeDir);
+    const c = containerRef('c0idle000000000000002', sandbox, hello, join(workDir, 'logs', 'idle2.log'), {
+      args: ['idle'],
+    });
+    (await engine.createContainer(c))._unsafeUnwrap();
+    (await engine.startContainer(c))._unsafeUnwrap();
+    const t0 = Date.now();
+    (await engine.stopContainer(c, 60))._unsafeUnwrap();
+    // The hello unikernel (type unikraft) never answers the power button; the default
+    // graceful_stop_types is ["linux"], so it is not asked and nobody waits 60 s.
+    expect(Date.now() - t0).toBeLessThan(30_000);
+    const status = (await engine.containerStatus(c))._unsafeUnwrap();
+    expect(status).toMatchObject({ state: 'exited', exitCode: 137, reason: 'Error' });
+    expect(status.message).toMatch(/a unikraft unikernel has no graceful shutdown/);
+    (await engine.removeContainer(c))._unsafeUnwrap();
+    await expectNoLeaks(c.id);
+  });
+
+  it('refuses an unknown type in graceful_stop_types', async () => {
+    const config = registration.configSchema.parse({ graceful_stop_types: ['linux', 'osv'] });
+    if (!config.ok) throw new Error(config.error);
+    const r = await registration.create(config.value, context);
+    expect(r._unsafeUnwrapErr().message).toMatch(/graceful_stop_types: "osv" is not a unikernel type/);
+  });
+
   it('stops a guest that ignores the power button by killing it after the grace period', async () => {
+    // This engine asks unikraft guests too, so the hello unikernel shows a grace period running out.
+    await engine.close();
+    engine = await newEngine({ graceful_stop_types: ['linux', 'unikraft'] });
     const sandbox = sandboxRef('pod-idle', pod, runtimeDir);
     const c = containerRef('c0idle000000000000001', sandbox, hello, join(workDir, 'logs', 'idle.log'), {
       args: ['idle'],
@@ -164,6 +193,8 @@ describe('unikernel engine on QEMU', () => {
     (await engine.stopContainer(c, 1))._unsafeUnwrap(); // stopping again is a no-op
     (await engine.removeContainer(c))._unsafeUnwrap();
     await expectNoLeaks(c.id);
+    await engine.close();
+    engine = await newEngine();
   });
 
   it('serves HTTP from the linux unikernel on the pod IP, logs its console across an HCR restart, and powers off on stop', async () => {
