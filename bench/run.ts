@@ -49,6 +49,8 @@ type Part = (typeof PARTS)[number];
 
 const BUSYBOX = `${REGISTRY}/hcr-test/busybox:latest`;
 const UNIKERNEL_HELLO = `${REGISTRY}/hcr-test/unikernel-hello:latest`;
+/** RuntimeClass handler of the hyper engine instance with VM templates (target `hcr-hyper-template`). */
+const HYPER_TEMPLATE_HANDLER = 'hyper-template';
 
 /** Bridges and subnets of the bench's own pod networks (distinct from the host's hcr0 and the tests'). */
 const NETS = {
@@ -335,7 +337,19 @@ async function main(): Promise<void> {
     log(`starting HCR${suffix} from ${root === repoRoot ? 'the working tree' : root} (engines: ${usable.join(', ')})`);
     // Snapshots have no build: an earlier commit always runs from its sources.
     const form: ShimForm = name === 'hcr' ? o.shim : 'source';
-    const shim = await startHcr({ repoRoot: root, dir: join(base, name), network: conf, engines: usable, shim: form });
+    // The hyper engine once more with VM templates, as its own target (the main tree only).
+    const variants =
+      name === 'hcr' && usable.includes('hyper')
+        ? [{ handler: HYPER_TEMPLATE_HANDLER, kind: 'hyper' as const, options: { template: true } }]
+        : [];
+    const shim = await startHcr({
+      repoRoot: root,
+      dir: join(base, name),
+      network: conf,
+      engines: usable,
+      shim: form,
+      variants,
+    });
     cleanup.defer(`stop HCR${suffix}`, () => shim.stop());
     for (const [e, why] of avail) {
       const id = `hcr-${e}${suffix}`;
@@ -350,6 +364,27 @@ async function main(): Promise<void> {
         continue;
       }
       const d = new CriDriver({ id, socket: shim.socket, runtimeHandler: e, workload: w, logRoot });
+      drivers.push(d);
+      cleanup.defer(`remove ${id} pods`, async () => {
+        await d.removeAllBenchPods();
+        d.close();
+      });
+    }
+    for (const v of variants) {
+      const id = `hcr-${v.handler}`;
+      const w = workloads[v.kind];
+      const description = `HCR, ${v.kind} engine with ${Object.entries(v.options)
+        .map(([k, val]) => `${k} = ${String(val)}`)
+        .join(', ')}, ${w.image} ${[...w.command, ...w.args].join(' ')}`;
+      const failed = shim.failedVariants[v.handler];
+      if (failed !== undefined) {
+        targets[id] = { available: false, reason: `engine failed to start: ${failed}`, description };
+        log(`  ${id}: not measured: ${failed}`);
+        continue;
+      }
+      shims.set(id, shim);
+      targets[id] = { available: true, description };
+      const d = new CriDriver({ id, socket: shim.socket, runtimeHandler: v.handler, workload: w, logRoot });
       drivers.push(d);
       cleanup.defer(`remove ${id} pods`, async () => {
         await d.removeAllBenchPods();

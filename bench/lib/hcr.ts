@@ -31,6 +31,18 @@ export interface HcrOptions {
    * keeps transpiled sources and source maps resident (about 40 MiB here).
    */
   readonly shim?: ShimForm;
+  /**
+   * More engine instances of a kind, each under its own runtime handler
+   * (e.g. `hyper-template`: the hyper engine with VM templates).
+   */
+  readonly variants?: readonly EngineVariant[];
+}
+
+/** An extra engine instance: `kind` with `options`, reached through RuntimeClass handler `handler`. */
+export interface EngineVariant {
+  readonly handler: string;
+  readonly kind: EngineKind;
+  readonly options: Readonly<Record<string, string | number | boolean>>;
 }
 
 /** How the shim is started: from TypeScript sources or from the build. */
@@ -50,6 +62,8 @@ export interface HcrShim {
   readonly logFile: string;
   /** Engine kinds whose instance is configured but failed to start, with the reason (from Status). */
   readonly failedEngines: Readonly<Partial<Record<EngineKind, string>>>;
+  /** Variant handlers whose instance failed to start, with the reason. */
+  readonly failedVariants: Readonly<Record<string, string>>;
   /** Resident set size of the shim process now (KiB). */
   rssKiB(): number;
   /** SIGTERM, wait, then remove its dirs and bridge (pods must be gone first). */
@@ -94,6 +108,13 @@ export async function startHcr(o: HcrOptions): Promise<HcrShim> {
         ...Object.entries(o.engineOptions?.[e] ?? {}).map(([k, v]) => `${k} = ${toml(v)}`),
       ]),
       ...o.engines.flatMap((e) => [`[runtimes.${e}]`, `engine = "${instance(e)}"`]),
+      ...(o.variants ?? []).flatMap((v) => [
+        `[engines.${v.handler}-bench-${tag}]`,
+        `kind = "${v.kind}"`,
+        ...Object.entries(v.options).map(([k, val]) => `${k} = ${toml(val)}`),
+        `[runtimes.${toml(v.handler)}]`,
+        `engine = "${v.handler}-bench-${tag}"`,
+      ]),
       ...['registry.k8s.io', 'gcr.io', 'docker.io'].flatMap((h) => [
         `[registries.${toml(h)}]`,
         `mirrors = [${toml(`http://${REGISTRY}`)}]`,
@@ -136,7 +157,13 @@ export async function startHcr(o: HcrOptions): Promise<HcrShim> {
         return why === undefined ? [] : [[e, why]];
       }),
     ) as Partial<Record<EngineKind, string>>;
-    return { socket, pid, logFile, failedEngines, rssKiB: () => rssKiB(pid), stop };
+    const failedVariants = Object.fromEntries(
+      (o.variants ?? []).flatMap((v) => {
+        const why = failedByInstance[`${v.handler}-bench-${tag}`];
+        return why === undefined ? [] : [[v.handler, why]];
+      }),
+    );
+    return { socket, pid, logFile, failedEngines, failedVariants, rssKiB: () => rssKiB(pid), stop };
   } catch (e) {
     await stop();
     throw e;

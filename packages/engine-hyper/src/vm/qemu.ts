@@ -288,7 +288,12 @@ export class QemuDriver implements VmDriver {
       await migrationDone(qmp);
       // The state was saved from a paused VM, and a paused VM resumes paused.
       await qmp.execute('cont');
-    }).mapErr((e) => e.withContext(`restore VM ${handle.pid} from ${statePath}`));
+    }).mapErr((e) =>
+      // QEMU exits when it cannot load a state; its reason went to the stderr it closed when it daemonized.
+      this.isAlive(handle)
+        ? e.withContext(`restore VM ${handle.pid} from ${statePath}`)
+        : errors.internal(`QEMU exited while loading ${statePath} (a damaged or incompatible state): ${e.message}`),
+    );
   }
 
   agentTransport(handle: VmHandle): AgentTransport {
