@@ -25,9 +25,9 @@ export const TARGET_NOTES = {
     'devices but the agent channel. A hyper pod adds, in order: netns + CNI ADD, the TAP and tc plumbing ' +
     'in the pod namespace, the image rootfs prepared and shared over 9p, QEMU started with the NIC and the ' +
     "share, the agent's network and mount setup, then CreateContainer and StartContainer over the agent " +
-    'protocol — all under TCG on 2 shared cores. The boot itself is the kernel: of ~2 s to the agent, ' +
-    'about 1.5–2 s pass before the kernel runs /init (initcalls of the generic Debian kernel under ' +
-    'emulation), 0.3–0.5 s in the agent (mounts, modules, the agent port). The agent now loads its modules ' +
+    'protocol — all under TCG on 2 shared cores. The boot itself is the kernel: 1.4–2.9 s pass ' +
+    'before the kernel runs /init (initcalls of the generic Debian kernel under emulation, load-dependent), ' +
+    '0.3–0.6 s in the agent (mounts, modules, the agent port; console timestamps). The agent now loads its modules ' +
     'with one modprobe and wakes on SIGIO when the host connects (it polled every 100 ms); neither is ' +
     'visible in this noise. What removes the boot is VM templating (next goal), not a faster boot path.',
   hyperTemplating:
