@@ -429,9 +429,6 @@ describe('engine and host faults (docker engine)', () => {
   });
 });
 
-/** VM engines faulted here too: `HCR_RELIABILITY_VM=1` (QEMU under TCG is too slow for CI). */
-const VM_FAULTS = process.env['HCR_RELIABILITY_VM'] === '1';
-
 /** Pids of the QEMU processes whose command line names `needle`. */
 function qemuNaming(needle: string): number[] {
   return readdirSync('/proc')
@@ -448,7 +445,7 @@ function qemuNaming(needle: string): number[] {
 }
 
 // A VM killed under HCR: the hyper pod's QEMU, a unikernel container's QEMU.
-describe.runIf(VM_FAULTS)('VM engine faults', () => {
+describe('VM engine faults', () => {
   const sleeper = { command: ['sh', '-c', 'trap "exit 0" TERM; sleep 3600 & wait'] };
 
   it('reports a hyper pod whose QEMU was killed as NotReady with its container exited, and removes it cleanly', async () => {
