@@ -51,6 +51,7 @@ import { DockerImageCache, PauseImage } from './images.js';
 import { Label, dockerName } from './labels.js';
 import { LogFollower, removeCursor } from './logs.js';
 import { containerCreateOptions, dockerResources, sandboxCreateOptions, type DockerLogOptions } from './spec.js';
+import { ContainerStatusCache, CREATED_STATUS } from './status-cache.js';
 import { FrameSplitter } from './stdcopy.js';
 import * as streams from './streams.js';
 import { parseRfc3339Nano } from './time.js';
@@ -111,6 +112,8 @@ export class DockerEngine implements RuntimeEngine {
   private readonly listeners = new Set<(event: EngineEvent) => void>();
   private readonly followers = new Map<string, LogFollower>();
   private readonly statsSources = new Map<string, StatsSource>();
+  /** App container statuses by HCR id, kept current by the event stream. */
+  private readonly statuses = new ContainerStatusCache();
   private readonly events: DockerEventWatcher;
   /** Settles once log copying was resumed for the containers dockerd already had. */
   private readonly recovered: Promise<void>;
@@ -136,9 +139,21 @@ export class DockerEngine implements RuntimeEngine {
       this.docker,
       this.name,
       {
-        onEvent: (e) => void this.onDockerEvent(e),
-        onConnected: (gapSince) => void this.onConnected(gapSince),
-        onDisconnected: (e) => this.onDisconnected(e),
+        onEvent: (e) => {
+          // Synchronously, so no status request after this moment is answered from before the event.
+          const containerId = e.attributes[Label.containerId];
+          if (e.attributes[Label.kind] === 'container' && containerId !== undefined)
+            this.statuses.observe(containerId, e.timeNano);
+          void this.onDockerEvent(e);
+        },
+        onConnected: (gapSince) => {
+          this.statuses.connected();
+          void this.onConnected(gapSince);
+        },
+        onDisconnected: (e) => {
+          this.statuses.disconnected();
+          this.onDisconnected(e);
+        },
       },
       this.log,
     );
@@ -291,6 +306,7 @@ export class DockerEngine implements RuntimeEngine {
           await this.removeForce(c.Id);
           const cid = c.Labels[Label.containerId];
           if (cid === undefined) return;
+          this.statuses.invalidate(cid);
           this.statsSources.delete(dockerName('container', cid));
           await this.dropFollower(cid);
         }),
@@ -354,27 +370,41 @@ export class DockerEngine implements RuntimeEngine {
       if (built.isErr()) throw built.error;
       for (const w of built.value.warnings) this.log.warn({ container: c.id }, w);
       await ensureMountSources(c);
-      const options = built.value.value;
-      for (let attempt = 0; ; attempt++) {
-        try {
-          const container = await this.createOrAdopt(options, Label.containerId, c.id, true);
-          return { engineData: { dockerId: container.id } };
-        } catch (e) {
-          if (attempt > CAPABILITY_NAMES.length) throw e;
-          if (isNoSuchImage(e)) {
-            // The image was removed from dockerd behind our back: load it again.
-            this.images.forget(c.image.id);
-            await this.images.ensure(c.image.id);
-            continue;
-          }
-          // A capability this dockerd does not know cannot be granted by it either: no need to drop it.
-          const unknown = /unknown capability: "?(CAP_\w+)/.exec(dockerMessage(e))?.[1];
-          const drop = options.HostConfig?.CapDrop as string[] | undefined;
-          if (unknown === undefined || drop === undefined || !drop.includes(unknown)) throw e;
-          options.HostConfig!.CapDrop = drop.filter((cap) => cap !== unknown);
-        }
+      // Taken before the create: an event about the new container (someone starts it) then voids the fill.
+      const ticket = this.statuses.begin(c.id);
+      try {
+        const dockerId = await this.createAppContainer(c, built.value.value);
+        // An app container is always made anew (never adopted), so its status is known without an inspect.
+        if (ticket !== null) this.statuses.fill(ticket, CREATED_STATUS);
+        return { engineData: { dockerId } };
+      } catch (e) {
+        if (ticket !== null) this.statuses.abandon(ticket);
+        throw e;
       }
     });
+  }
+
+  /** Creates the Docker container, working around what this dockerd or the image store needs. */
+  private async createAppContainer(c: ContainerRef, options: Docker.ContainerCreateOptions): Promise<string> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const container = await this.createOrAdopt(options, Label.containerId, c.id, true);
+        return container.id;
+      } catch (e) {
+        if (attempt > CAPABILITY_NAMES.length) throw e;
+        if (isNoSuchImage(e)) {
+          // The image was removed from dockerd behind our back: load it again.
+          this.images.forget(c.image.id);
+          await this.images.ensure(c.image.id);
+          continue;
+        }
+        // A capability this dockerd does not know cannot be granted by it either: no need to drop it.
+        const unknown = /unknown capability: "?(CAP_\w+)/.exec(dockerMessage(e))?.[1];
+        const drop = options.HostConfig?.CapDrop as string[] | undefined;
+        if (unknown === undefined || drop === undefined || !drop.includes(unknown)) throw e;
+        options.HostConfig!.CapDrop = drop.filter((cap) => cap !== unknown);
+      }
+    }
   }
 
   startContainer(c: ContainerRef): EngineResult<void> {
@@ -402,19 +432,29 @@ export class DockerEngine implements RuntimeEngine {
       } catch (e) {
         if (follower !== null) await this.dropFollower(c.id);
         throw e;
+      } finally {
+        // Its start event may still be on the way; the next status request must not see "created".
+        this.statuses.invalidate(c.id);
       }
       follower?.start();
     });
   }
 
   stopContainer(c: ContainerRef, timeoutSeconds: number): EngineResult<void> {
-    return this.run(`stop container ${c.id}`, () => this.stopIdempotent(dockerName('container', c.id), timeoutSeconds));
+    return this.run(`stop container ${c.id}`, async () => {
+      try {
+        await this.stopIdempotent(dockerName('container', c.id), timeoutSeconds);
+      } finally {
+        this.statuses.invalidate(c.id);
+      }
+    });
   }
 
   removeContainer(c: ContainerRef): EngineResult<void> {
     return this.run(`remove container ${c.id}`, async () => {
       const info = await this.inspectOrNull(dockerName('container', c.id));
       if (info !== null) await this.removeForce(info.Id);
+      this.statuses.invalidate(c.id);
       this.statsSources.delete(dockerName('container', c.id));
       await this.dropFollower(c.id);
       removeCursor(this.cursorFile(c.id));
@@ -423,12 +463,33 @@ export class DockerEngine implements RuntimeEngine {
 
   containerStatus(c: ContainerRef): EngineResult<EngineContainerStatus> {
     return this.run(`status of container ${c.id}`, async () => {
-      const info = await this.inspectOrNull(dockerName('container', c.id));
-      if (info === null) throw errors.notFound(`container ${c.id} does not exist in dockerd`);
-      const status = toContainerStatus(info);
+      const status = this.statuses.get(c.id) ?? (await this.inspectStatus(c.id, dockerName('container', c.id)));
+      if (status === null) throw errors.notFound(`container ${c.id} does not exist in dockerd`);
       if (status.state === 'exited') await this.awaitLogs(c.id);
       return status;
     });
+  }
+
+  /**
+   * Inspects an app container (`ref`: its Docker name or id) and keeps the
+   * status for later requests, unless an event overtook the inspect or the
+   * event stream is down; null when dockerd does not have it.
+   */
+  private async inspectStatus(containerId: string, ref: string): Promise<EngineContainerStatus | null> {
+    const ticket = this.statuses.begin(containerId);
+    let info: Docker.ContainerInspectInfo | null;
+    try {
+      info = await this.inspectOrNull(ref);
+    } catch (e) {
+      if (ticket !== null) this.statuses.abandon(ticket);
+      throw e;
+    }
+    const status = info === null ? null : toContainerStatus(info);
+    if (ticket !== null) {
+      if (status === null) this.statuses.abandon(ticket);
+      else this.statuses.fill(ticket, status);
+    }
+    return status;
   }
 
   // ----------------------------------------------------------------- streams
@@ -574,8 +635,12 @@ export class DockerEngine implements RuntimeEngine {
     const kind = a[Label.kind];
     const containerId = a[Label.containerId];
     if (kind === 'container' && containerId !== undefined) await this.awaitLogs(containerId);
-    const info = await this.inspectOrNull(event.dockerId).catch(() => null);
-    const status = info === null ? null : toContainerStatus(info);
+    const inspect = async () => {
+      if (kind === 'container' && containerId !== undefined) return this.inspectStatus(containerId, event.dockerId);
+      const info = await this.inspectOrNull(event.dockerId);
+      return info === null ? null : toContainerStatus(info);
+    };
+    const status = await inspect().catch(() => null);
     const finishedAt = status !== null && status.finishedAt > 0n ? status.finishedAt : event.timeNano;
     // An exit can arrive twice: replayed by dockerd after a reconnect and found by the gap reconciliation.
     if (!this.firstReport(`${event.dockerId}@${finishedAt}`)) return;

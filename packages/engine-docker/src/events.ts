@@ -5,12 +5,20 @@ import type Docker from 'dockerode';
 import { Label } from './labels.js';
 import { toDockerTimestamp } from './time.js';
 
+/**
+ * Container events that can change what a status request answers: state,
+ * pid, exit, OOM, and the name requests look containers up by. Exec, attach
+ * and resize events are left out; they change none of it.
+ */
+export const STATUS_EVENTS = ['start', 'restart', 'pause', 'unpause', 'die', 'oom', 'rename', 'destroy'] as const;
+
 /** A container event from dockerd that HCR acts on. */
 export interface DockerContainerEvent {
-  readonly action: 'die' | 'oom';
+  readonly action: (typeof STATUS_EVENTS)[number];
   readonly dockerId: string;
   /** The container's labels and event attributes (`exitCode` for `die`). */
   readonly attributes: Readonly<Record<string, string>>;
+  /** dockerd's time of the event (the host clock). */
   readonly timeNano: Nanos;
 }
 
@@ -23,7 +31,7 @@ export interface DockerEventHandlers {
 }
 
 /**
- * Follows dockerd's event stream for this engine's containers (`die`, `oom`),
+ * Follows dockerd's event stream for this engine's containers ({@link STATUS_EVENTS}),
  * reconnecting with backoff when dockerd goes away. After a reconnect the
  * stream resumes from the last event seen, so events dockerd still holds are
  * not lost; what happened while dockerd itself was down is for the caller to
@@ -59,7 +67,7 @@ export class DockerEventWatcher {
       this.abort = new AbortController();
       try {
         const query = {
-          filters: { type: ['container'], event: ['die', 'oom'], label: [`${Label.engine}=${this.engine}`] },
+          filters: { type: ['container'], event: [...STATUS_EVENTS], label: [`${Label.engine}=${this.engine}`] },
           // A `<seconds>.<nanoseconds>` string keeps the precision the typings' number would lose.
           ...(this.lastTime > 0n ? { since: toDockerTimestamp(this.lastTime + 1n) } : {}),
           abortSignal: this.abort.signal,
@@ -112,8 +120,8 @@ export class DockerEventWatcher {
       this.logger.warn({ line }, 'unparsable docker event');
       return;
     }
-    const action = raw.Action;
-    if (raw.Type !== 'container' || (action !== 'die' && action !== 'oom')) return;
+    const action = STATUS_EVENTS.find((a) => a === raw.Action);
+    if (raw.Type !== 'container' || action === undefined) return;
     // timeNano exceeds 2^53, so it is read from the text rather than from the parsed number.
     const timeNano = BigInt(/"timeNano":(\d+)/.exec(line)?.[1] ?? '0');
     if (timeNano > this.lastTime) this.lastTime = timeNano;
