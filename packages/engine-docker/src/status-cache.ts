@@ -19,9 +19,10 @@ interface Slot {
 }
 
 /**
- * Whole milliseconds of the host clock, in nanoseconds. Rounding down keeps
- * the comparison with dockerd's event times (same clock) on the safe side:
- * an event that happened after a question was sent is never taken as older.
+ * Whole milliseconds of the host clock, in nanoseconds. dockerd is reached
+ * over a local unix socket, so its event times are on this clock; rounding
+ * down keeps the comparison on the safe side: an event that happened after a
+ * question was sent is never taken as older.
  */
 export function hostNanos(): Nanos {
   return BigInt(Date.now()) * 1_000_000n;
