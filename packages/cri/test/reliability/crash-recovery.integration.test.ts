@@ -79,8 +79,8 @@ const ENGINES: Record<EngineUnderTest['kind'], EngineUnderTest> = {
   },
 };
 
-/** Engines walked: docker in CI; `HCR_CRASH_ENGINES=docker,hyper,unikernel` for all three. */
-const WALKED = (process.env['HCR_CRASH_ENGINES'] ?? 'docker').split(',').map((k) => {
+/** Engines walked: all three (CI too); `HCR_CRASH_ENGINES=docker` (say) narrows the walk while debugging. */
+const WALKED = (process.env['HCR_CRASH_ENGINES'] ?? 'docker,hyper,unikernel').split(',').map((k) => {
   const e = ENGINES[k.trim() as EngineUnderTest['kind']];
   if (e === undefined) throw new Error(`HCR_CRASH_ENGINES: unknown engine "${k}" (docker, hyper, unikernel)`);
   return e;
