@@ -84,7 +84,17 @@ export function protoPath(): string {
 
 /** Loads the CRI v1 service definitions. */
 export function loadCriProto(): ProtoGrpcType {
-  const def = protoLoader.loadSync('runtime/v1/api.proto', {
+  return loadProto('runtime/v1/api.proto') as ProtoGrpcType;
+}
+
+/** Loads HCR's own service definitions (pull progress), served beside CRI on the same socket. */
+export function loadHcrProto(): HcrProtoGrpcType {
+  return loadProto('hcr/v1/progress.proto') as HcrProtoGrpcType;
+}
+
+/** One of the package's .proto files, decoded as the generated types expect (camelCase, longs and enums as strings). */
+function loadProto(file: string): unknown {
+  const def = protoLoader.loadSync(file, {
     includeDirs: [protoPath()],
     keepCase: false,
     longs: String,
@@ -92,19 +102,7 @@ export function loadCriProto(): ProtoGrpcType {
     defaults: true,
     oneofs: true,
   });
-  return grpc.loadPackageDefinition(def) as unknown as ProtoGrpcType;
-}
-
-/** Loads HCR's own service definitions (pull progress), served beside CRI on the same socket. */
-export function loadHcrProto(): HcrProtoGrpcType {
-  const def = protoLoader.loadSync('hcr/v1/progress.proto', {
-    includeDirs: [protoPath()],
-    keepCase: false,
-    longs: String,
-    enums: String,
-    defaults: true,
-  });
-  return grpc.loadPackageDefinition(def) as unknown as HcrProtoGrpcType;
+  return grpc.loadPackageDefinition(def);
 }
 
 type Unary<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>) => void;
