@@ -41,8 +41,22 @@ describe('guest command lines', () => {
     );
   });
 
-  it('refuses words with whitespace, too many init env entries, and over-long lines', () => {
-    expect(buildCmdline(input({ argv: ['a b'] }))._unsafeUnwrapErr().message).toMatch(/"a b" cannot be passed/);
+  it('quotes words with whitespace where the guest parser honours quotes', () => {
+    expect(
+      buildCmdline(input({ argv: ['/init', 'hello World'], env: ['GREETING=a b'], network: null }))._unsafeUnwrap(),
+    ).toBe('console=ttyS0 panic=-1 GREETING="a b" rdinit=/init -- "hello World"');
+    expect(
+      buildCmdline(input({ type: 'unikraft', argv: ['echo', 'hello World'], network: null }))._unsafeUnwrap(),
+    ).toBe('app -- echo "hello World"');
+  });
+
+  it('refuses double quotes, whitespace for Solo5 guests, too many init env entries, and over-long lines', () => {
+    expect(buildCmdline(input({ argv: ['say "hi"'] }))._unsafeUnwrapErr().message).toMatch(
+      /"say \\"hi\\"" cannot be passed on a linux unikernel command line: it contains a double quote/,
+    );
+    expect(buildCmdline(input({ type: 'rumprun', argv: ['a b'] }))._unsafeUnwrapErr().message).toMatch(
+      /"a b" cannot be passed on a rumprun unikernel command line: it contains whitespace/,
+    );
     const env = Array.from({ length: 40 }, (_, i) => `V${i}=x`);
     expect(buildCmdline(input({ env }))._unsafeUnwrapErr().message).toMatch(/at most 28 environment variables/);
     expect(buildCmdline(input({ type: 'unikraft', argv: ['x'.repeat(3000)] }))._unsafeUnwrapErr().message).toMatch(

@@ -50,19 +50,25 @@ export function prefixToNetmask(prefix: number): string {
  * Builds the guest kernel command line in the convention of the unikernel
  * type, as urunc does: Linux gets `console=ttyS0 … ip=<ip>::<gw>:<mask>::eth0:off
  * … rdinit=<argv0> -- <args>`; Unikraft gets `<app> env.vars=[ … ]
- * netdev.ip=<ip>/<prefix>:<gw>[:<dns>] -- <args>`. Words cannot carry
- * whitespace (the kernel splits on it), which is refused naming the word.
+ * netdev.ip=<ip>/<prefix>:<gw>[:<dns>] -- <args>`. Linux and Unikraft split
+ * the line on whitespace but honour double quotes, so a word with spaces is
+ * quoted (`"hello World"`, `KEY="a b"`); a word with a double quote cannot be
+ * written, nor can whitespace for Solo5 guests (the tender passes the line on
+ * as is), and either is refused naming the word.
  */
 export function buildCmdline(input: CmdlineInput): Result<string, HcrError> {
+  const quotes = input.type === 'linux' || input.type === 'unikraft';
   for (const word of [...input.argv, ...input.env]) {
-    if (/\s/.test(word) || word.includes('"')) {
+    if (word.includes('"') || (!quotes && /\s/.test(word))) {
       return err(
         errors.invalidArgument(
-          `${JSON.stringify(word)} cannot be passed on a unikernel command line: it contains whitespace or a quote`,
+          `${JSON.stringify(word)} cannot be passed on a ${input.type} unikernel command line: ` +
+            (word.includes('"') ? 'it contains a double quote' : 'it contains whitespace, which the guest splits on'),
         ),
       );
     }
   }
+  if (quotes) input = { ...input, argv: input.argv.map(quoteWord), env: input.env.map(quoteWord) };
   const words = match(input.type)
     .with('linux', () => linuxWords(input))
     .with('unikraft', () => unikraftWords(input))
@@ -133,6 +139,17 @@ function unikraftWords(input: CmdlineInput): Result<string[], HcrError> {
 // from the tender's --net options, so only the application's words remain.
 function solo5Words(input: CmdlineInput): string[] {
   return [...input.argv];
+}
+
+/**
+ * A word as Linux's (and Unikraft's) command-line parser reads it back: as is
+ * without whitespace, else `"…"`, or `key="…"` so that the key stays visible
+ * to the parser (Linux strips the quotes from the value in both forms).
+ */
+function quoteWord(word: string): string {
+  if (!/\s/.test(word)) return word;
+  const eq = word.indexOf('=');
+  return eq > 0 && !/\s/.test(word.slice(0, eq)) ? `${word.slice(0, eq + 1)}"${word.slice(eq + 1)}"` : `"${word}"`;
 }
 
 /** Compares a dotted version with `[major, minor, patch]`; non-numeric parts count as 0. */

@@ -137,6 +137,20 @@ describe('unikernel engine on QEMU', () => {
     await expectNoLeaks(c.id);
   });
 
+  it('passes an argument with a space as one word (quoted on the command line): the hello image echoes it', async () => {
+    const sandbox = sandboxRef('pod-echo', pod, runtimeDir);
+    const logPath = join(workDir, 'logs', 'echo.log');
+    const c = containerRef('c0echo000000000000001', sandbox, hello, logPath, { args: ['echo', 'hello World'] });
+    (await engine.createContainer(c))._unsafeUnwrap();
+    (await engine.startContainer(c))._unsafeUnwrap();
+    expect(await waitExited(c.id, 10_000)).toMatchObject({ exitCode: 0, reason: 'Completed' });
+    const lines = await logContents(logPath);
+    expect(lines.find((l) => l.startsWith('cmdline:'))).toMatch(/ -- echo "hello World"$/);
+    expect(lines).toContain('hello World');
+    (await engine.removeContainer(c))._unsafeUnwrap();
+    await expectNoLeaks(c.id);
+  });
+
   it('stops a unikernel of a type without graceful shutdown at once, without waiting out the grace period', async () => {
     const sandbox = sandboxRef('pod-idle', pod, runtimeDir);
     const c = containerRef('c0idle000000000000002', sandbox, hello, join(workDir, 'logs', 'idle2.log'), {

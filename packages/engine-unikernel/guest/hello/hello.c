@@ -5,7 +5,9 @@
  * the VM through QEMU's isa-debug-exit device with the code given as
  * `exit=<0..127>` on that command line; QEMU then exits with status
  * (code << 1) | 1. Without `exit=` it idles with interrupts off, so the
- * runtime has a running guest to stop, inspect and kill.
+ * runtime has a running guest to stop, inspect and kill. Application
+ * arguments `echo WORDS...` (after `--`) print WORDS and exit 0, so the image
+ * can stand in for a container running echo.
  */
 #include <stdint.h>
 
@@ -95,6 +97,71 @@ static int32_t exit_code(const char *cmdline)
 	return -1;
 }
 
+/*
+ * Next word of a command line, as Linux and Unikraft split it: a run of
+ * non-spaces, or a double-quoted run (quotes dropped). Sets *len and returns
+ * its start, or 0 at the end; *p moves past the word.
+ */
+static const char *next_word(const char **p, uint32_t *len)
+{
+	const char *s = *p;
+	while (*s == ' ')
+		s++;
+	if (*s == '\0')
+		return 0;
+	const char *w = s;
+	if (*s == '"') {
+		w = ++s;
+		while (*s && *s != '"')
+			s++;
+		*len = (uint32_t)(s - w);
+		if (*s == '"')
+			s++;
+	} else {
+		while (*s && *s != ' ')
+			s++;
+		*len = (uint32_t)(s - w);
+	}
+	*p = s;
+	return w;
+}
+
+static int word_is(const char *w, uint32_t len, const char *lit)
+{
+	uint32_t i = 0;
+	for (; i < len && lit[i]; i++)
+		if (w[i] != lit[i])
+			return 0;
+	return i == len && lit[i] == '\0';
+}
+
+/*
+ * When the application's arguments (the words after `--`) are `echo ...`,
+ * prints the rest as echo would — one space between words, then a newline —
+ * so this image can stand in for a container running echo (critest's log
+ * specs). Returns 1 when it echoed.
+ */
+static int echo_args(const char *cmdline)
+{
+	const char *p = cmdline;
+	const char *w;
+	uint32_t len;
+	while ((w = next_word(&p, &len)) != 0 && !word_is(w, len, "--"))
+		;
+	if (w == 0 || (w = next_word(&p, &len)) == 0 || !word_is(w, len, "echo"))
+		return 0;
+	int first = 1;
+	while ((w = next_word(&p, &len)) != 0) {
+		if (!first)
+			putc_serial(' ');
+		first = 0;
+		for (uint32_t i = 0; i < len; i++)
+			putc_serial(w[i]);
+	}
+	putc_serial('\n');
+	return 1;
+}
+
 void hello_main(const struct hvm_start_info *si)
 {
 	serial_init();
@@ -108,7 +175,7 @@ void hello_main(const struct hvm_start_info *si)
 	puts_serial(cmdline);
 	puts_serial("\n");
 
-	int32_t code = exit_code(cmdline);
+	int32_t code = echo_args(cmdline) ? 0 : exit_code(cmdline);
 	if (code < 0) {
 		puts_serial("no exit=<0..127> on the command line; idling\n");
 		for (;;)
