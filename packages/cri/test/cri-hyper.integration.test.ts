@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -100,6 +100,44 @@ describe('CRI v1 with the hyper engine', () => {
       if (code !== 0) await new Promise((res) => setTimeout(res, 1000));
     }
     expect(code).toBe(0);
+  }, 300_000);
+
+  it("keeps a guest away from HCR's sockets and ports and shares only its own pod's files", async () => {
+    const pods = [await runPod('hyper'), await runPod('hyper')];
+    const cids: string[] = [];
+    for (const pod of pods) {
+      const cid = await c.create(pod.id, containerConfig(BUSYBOX, { command: ['sleep', '3600'] }), pod.config);
+      await c.start(cid);
+      cids.push(cid);
+    }
+    const [cid] = cids as [string, string];
+    const sh = async (script: string) => {
+      const r = await c.execSync(cid, ['sh', '-c', script], 60);
+      return { out: r.stdout.toString().trim(), err: r.stderr.toString().trim(), code: r.exitCode };
+    };
+    // HCR's socket, state and runtime dirs are host paths: the guest has its own root filesystem.
+    expect((await sh(`test -e ${shim.socket} || test -e ${shim.dir}; echo $?`)).out).toBe('1');
+    // The agent's virtio-serial port is the agent's, not the container's.
+    expect((await sh('ls /dev')).out.split(/\s+/).filter((d) => /^(vport|hvc|virtio)/.test(d))).toEqual([]);
+    // The streaming server listens on the host's loopback: from the pod, the host is its
+    // gateway address, where nothing answers on that port; the guest's own loopback is its own.
+    const port = new URL((await c.rt<{ url: string }>('Exec', { containerId: cid, cmd: ['true'], stdout: true })).url)
+      .port;
+    const ip = (await c.podStatus(pods[0]!.id)).status.network.ip;
+    const gateway = ip.replace(/\.\d+$/, '.1');
+    for (const host of [gateway, '127.0.0.1']) {
+      const r = await sh(`nc -w 5 ${host} ${port} </dev/null 2>&1; echo "exit=$?"`);
+      expect(r.out).toMatch(/exit=[1-9]/);
+      expect(r.out).toMatch(/refused|timed out/i);
+    }
+    // Each VM's 9p export is its pod's share directory, which holds that pod's containers only.
+    pods.forEach((pod, i) => {
+      const share = join(shim.dir, 'run', 'sandboxes', pod.id, 'share');
+      expect(readdirSync(join(share, 'c'))).toEqual([cids[i]]);
+      const qemu = execFileSync('pgrep', ['-af', `qemu-system.*${pod.id.slice(0, 12)}`], { encoding: 'utf8' });
+      const exported = [...qemu.matchAll(/-fsdev\s+\S*path=([^,\s]+)/g)].map((m) => m[1]);
+      expect(exported).toEqual([share]);
+    });
   }, 300_000);
 
   it('refuses host namespaces and privileged mode, naming the capability', async () => {
