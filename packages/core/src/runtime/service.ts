@@ -856,7 +856,8 @@ export class RuntimeService {
       const next = applyStatus({ ...latest, phase: 'running' }, st);
       return this.recordRefresh(next);
     }
-    if (st.pid !== latest.engineData['pid']) {
+    // A created container has no pid yet: no record write (a durable fsync) for its first status call.
+    if (st.pid !== (latest.engineData['pid'] ?? 0)) {
       const next = { ...latest, engineData: { ...latest.engineData, pid: st.pid } };
       return this.recordRefresh(next);
     }
