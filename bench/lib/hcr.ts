@@ -99,7 +99,8 @@ export async function startHcr(o: HcrOptions): Promise<HcrShim> {
       `[images]`,
       `root = ${toml(join(o.dir, 'images'))}`,
       `[router]`,
-      `default_engine = "${instance('docker')}"`,
+      // Pods name their engine by runtime handler; the default only has to exist.
+      `default_engine = "${instance(o.engines.includes('docker') ? 'docker' : (o.engines[0] ?? 'docker'))}"`,
       `defer_binding = false`,
       ...(o.engines.includes('unikernel') ? [`unikernel_engine = "${instance('unikernel')}"`] : []),
       ...o.engines.flatMap((e) => [
