@@ -30,10 +30,11 @@ import {
   type StreamIO,
 } from '@hcr/core';
 import { resolveConfig, type HyperConfig, type HyperConfigTable } from './config.js';
+import { agentFaultCmdline } from './fault.js';
 import { bindMount, mountsUnder, unmountAll } from './host/mounts.js';
 import { connectTap, disconnectTap, linkInfo, TAP_NAME } from './host/netns.js';
 import { LogSink } from './logs.js';
-import { consoleTail, PodVm } from './pod.js';
+import { consoleTail, PodVm, vmDeath } from './pod.js';
 import {
   ContainerStatus,
   type CreateContainer,
@@ -46,7 +47,7 @@ import { vmSize } from './sizing.js';
 import { TemplateStore, type VmTemplate } from './template.js';
 import { EngineState, type ContainerRecord, type SandboxRecord } from './state.js';
 import { requireSeccompSupport, seccompFor } from './seccomp.js';
-import { containerProcess, containerStatus, execProcess, wireResources } from './translate.js';
+import { containerProcess, execProcess, wireResources } from './translate.js';
 import { chooseAccel, type AccelVerdict } from './vm/kvm.js';
 import { QemuDriver } from './vm/qemu.js';
 import type { VmDriver, VmHandle, VmSpec } from './vm/driver.js';
@@ -129,6 +130,8 @@ export class HyperEngine implements RuntimeEngine {
     private readonly config: HyperConfig,
     private readonly ctx: EngineContext,
     private readonly driver: VmDriver,
+    /** Kernel command-line words of every VM this engine starts (only the test-only fault hook so far). */
+    private readonly cmdline: readonly string[],
   ) {
     this.state = new EngineState(ctx.runtimeDir);
     this.log = ctx.logger;
@@ -141,6 +144,7 @@ export class HyperEngine implements RuntimeEngine {
           initrd: config.initrd,
           shareTag: SHARE_TAG,
           tapName: TAP_NAME,
+          cmdline,
           bootTimeoutMs: config.bootTimeoutMs,
           vmmVersion: async () =>
             driver instanceof QemuDriver ? ((await unwrap(driver.version())) ?? 'unknown') : driver.kind,
@@ -152,7 +156,16 @@ export class HyperEngine implements RuntimeEngine {
   static create(table: HyperConfigTable, ctx: EngineContext, driver?: VmDriver): EngineResult<HyperEngine> {
     const config = resolveConfig(table, cpus().length);
     if (config.isErr()) return errAsync(config.error);
-    const engine = new HyperEngine(ctx.name, config.value, ctx, driver ?? new QemuDriver(config.value.qemuBinary));
+    const fault = agentFaultCmdline(process.env['HCR_AGENT_FAULT']);
+    if (fault.isErr()) return errAsync(fault.error);
+    if (fault.value.length > 0) ctx.logger.warn({ cmdline: fault.value }, 'HCR_AGENT_FAULT: pod agents will crash');
+    const engine = new HyperEngine(
+      ctx.name,
+      config.value,
+      ctx,
+      driver ?? new QemuDriver(config.value.qemuBinary),
+      fault.value,
+    );
     return run(async () => {
       mkdirSync(ctx.runtimeDir, { recursive: true, mode: 0o700 });
       await engine.recover();
@@ -360,7 +373,7 @@ export class HyperEngine implements RuntimeEngine {
           dir: vmDir,
           kernel: this.config.kernel,
           initrd: this.config.initrd,
-          cmdline: [],
+          cmdline: this.cmdline,
           vcpus: size.vcpus,
           memoryMiB: size.memoryMiB,
           accel: verdict.accel,
@@ -481,11 +494,20 @@ export class HyperEngine implements RuntimeEngine {
       pod?.beginStop();
       let shutdownSent = false;
       if (pod !== undefined && pod.connected) {
-        const running = (await unwrap(pod.listContainers())).filter((c) => c.status === ContainerStatus.RUNNING);
-        await Promise.all(running.map((c) => this.stopInPod(pod, c.id, gracePeriodSeconds).catch(() => undefined)));
-        // The last word on every container before the VM goes: statuses after this come from it.
-        await pod.listContainers().orElse(() => okAsync([]));
-        shutdownSent = (await pod.request('Shutdown', {}, 10_000)).isOk();
+        // An agent that does not answer (hung, or its VM paused) cannot stop anything: the VM is killed below.
+        const listed = await pod.listContainers();
+        if (listed.isErr()) {
+          this.log.warn(
+            { podSandboxId: sandbox.id, err: listed.error.message },
+            'the agent does not answer; stopping the pod VM without it',
+          );
+        } else {
+          const running = listed.value.filter((c) => c.status === ContainerStatus.RUNNING);
+          await Promise.all(running.map((c) => this.stopInPod(pod, c.id, gracePeriodSeconds).catch(() => undefined)));
+          // The last word on every container before the VM goes: statuses after this come from it.
+          await pod.listContainers().orElse(() => okAsync([]));
+          shutdownSent = (await pod.request('Shutdown', {}, 10_000)).isOk();
+        }
       }
       await this.powerOff(record, shutdownSent);
       pod?.detach(true);
@@ -540,7 +562,9 @@ export class HyperEngine implements RuntimeEngine {
     return run(async () => {
       const record = this.state.getSandbox(sandbox.id);
       const pod = this.pods.get(sandbox.id);
-      const alive = pod !== undefined && pod.alive;
+      const stalledSince = pod?.stalledSince ?? null;
+      // An agent that lets requests time out cannot run or stop anything in the pod: not ready until it answers.
+      const alive = pod !== undefined && pod.alive && stalledSince === null;
       return {
         alive,
         info:
@@ -552,6 +576,8 @@ export class HyperEngine implements RuntimeEngine {
                 vcpus: record.vcpus,
                 memoryMiB: record.memoryMiB,
                 agentConnected: pod?.connected ?? false,
+                agentStalledSince: stalledSince === null ? '' : new Date(stalledSince).toISOString(),
+                died: pod?.died?.message ?? '',
                 template: record.template ?? '',
                 console: join(record.vmDir, 'console.log'),
               },
@@ -563,6 +589,7 @@ export class HyperEngine implements RuntimeEngine {
 
   private requirePod(sandboxId: string): PodVm {
     const pod = this.pods.get(sandboxId);
+    if (pod?.died != null) throw errors.failedPrecondition(pod.died.message);
     if (pod === undefined || !pod.alive) {
       throw errors.failedPrecondition(`pod ${sandboxId} has no running VM in engine ${this.name}`);
     }
@@ -742,24 +769,28 @@ export class HyperEngine implements RuntimeEngine {
       const pod = this.podOf(container);
       if (pod !== undefined && pod.connected) {
         const info = (await unwrap(pod.listContainers())).find((c) => c.id === container.id);
-        if (info !== undefined) return containerStatus(info);
+        if (info !== undefined) return pod.statusOf(info);
       }
       const last = pod?.lastInfo(container.id) ?? null;
-      if (last !== null && (last.status === ContainerStatus.EXITED || pod?.connected === true)) {
-        return containerStatus(last);
+      if (pod !== undefined && last !== null && (last.status === ContainerStatus.EXITED || pod.connected)) {
+        return pod.statusOf(last);
       }
       if (this.state.getContainer(container.id) === null && last === null) {
         throw errors.notFound(`container ${container.id} is not known to engine ${this.name}`);
       }
-      // Known, but its VM is gone (or never answered): it cannot be running.
+      // Known, but its VM is gone (or never answered): it cannot be running. Its console may say why.
+      const sandboxId = this.state.getContainer(container.id)?.sandboxId ?? container.sandbox.id;
+      const vmDir = this.state.getSandbox(sandboxId)?.vmDir;
+      const found = vmDir === undefined ? null : vmDeath(sandboxId, join(vmDir, 'console.log'));
+      const death = found?.reason === 'Error' ? null : found;
       return {
         state: 'exited',
         pid: 0,
         startedAt: last?.startedAt ?? 0n,
         finishedAt: last?.finishedAt ?? 0n,
         exitCode: 255,
-        reason: 'Error',
-        message: `the VM of pod ${this.state.getContainer(container.id)?.sandboxId ?? container.sandbox.id} is gone`,
+        reason: death?.reason ?? 'Error',
+        message: death?.message ?? `the VM of pod ${sandboxId} is gone`,
       };
     });
   }

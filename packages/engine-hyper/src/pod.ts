@@ -2,14 +2,16 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
 import {
+  ErrorCode,
   errAsync,
   errors,
   okAsync,
+  ResultAsync,
+  type EngineContainerStatus,
   type EngineEvent,
   type ExecSyncResult,
   type HcrError,
   type Logger,
-  type ResultAsync,
   type StreamIO,
 } from '@hcr/core';
 import { AgentClient, type ReplyTo } from './agent/client.js';
@@ -52,6 +54,60 @@ export interface PodDeps {
   readonly requestTimeoutMs: number;
 }
 
+/** How long a VM whose agent channel closed may take to exit before HCR decides it still runs. */
+const EXIT_GRACE_MS = 3_000;
+
+/** Why a pod VM is gone, as its containers' status reports it. */
+export interface VmDeath {
+  /** CRI reason of the containers that died with the VM. */
+  readonly reason: string;
+  readonly message: string;
+}
+
+/**
+ * Reads why a pod VM ended from its console: PID 1 (the agent) dying is a
+ * kernel panic "Attempted to kill init" (with `panic=-1 -no-reboot` QEMU
+ * then exits at once); another panic is the guest kernel's own; anything
+ * else (QEMU killed or crashed) leaves no trace there.
+ */
+export function vmDeath(podId: string, consoleLog: string): VmDeath {
+  const tail = consoleTail(consoleLog, 80);
+  const panic = /Kernel panic - not syncing: (.*)/.exec(tail)?.[1]?.trim();
+  if (panic?.startsWith('Attempted to kill init') === true) {
+    return {
+      reason: 'GuestAgentCrashed',
+      message:
+        `the guest agent of pod ${podId} (PID 1 of its VM) died, the guest kernel panicked ("${panic}") ` +
+        `and the VM is gone; console: ${consoleLog}`,
+    };
+  }
+  if (panic !== undefined) {
+    return {
+      reason: 'GuestKernelPanic',
+      message: `the guest kernel of pod ${podId} panicked ("${panic}") and the VM is gone; console: ${consoleLog}`,
+    };
+  }
+  return {
+    reason: 'Error',
+    message: `the VM of pod ${podId} exited without a guest panic (QEMU killed or failed); console: ${consoleLog}`,
+  };
+}
+
+/** A container the host created but has no word of from the agent yet. */
+function unseenContainer(id: string): ContainerInfo {
+  return {
+    id,
+    status: ContainerStatus.CREATED,
+    pid: 0,
+    exitCode: 0,
+    signal: 0,
+    oomKilled: false,
+    startedAt: 0n,
+    finishedAt: 0n,
+    outputEnd: 0n,
+  };
+}
+
 /** The last lines of a VM's serial console, for messages about a VM that failed. */
 export function consoleTail(path: string, lines = 25): string {
   try {
@@ -82,6 +138,8 @@ export class PodVm {
   private readonly ports = new Map<number, PortWatch>();
   /** The agent's last word on each container, for statuses after the VM is gone. */
   private readonly lastKnown = new Map<string, ContainerInfo>();
+  /** Containers that were still running when the VM died. */
+  private readonly lostWithVm = new Set<string>();
   /** Exited containers whose last output is still on its way: flush their log at this offset. */
   private readonly flushAt = new Map<string, bigint>();
   private nextExecId = 1;
@@ -91,6 +149,10 @@ export class PodVm {
   private detached = false;
   /** Set while the pod is being stopped: the VM going away is expected. */
   private stopping = false;
+  /** Why the VM died on its own; null while it runs (or was stopped by HCR). */
+  private death: VmDeath | null = null;
+  /** Settles once a lost connection is understood (the VM died, or a reconnect is under way). */
+  private lostSettled: Promise<void> = Promise.resolve();
   private readonly log: Logger;
 
   constructor(
@@ -101,14 +163,35 @@ export class PodVm {
     this.log = deps.logger.child({ podSandboxId: record.id, vmPid: handle.pid });
   }
 
-  /** True while the VM process lives. */
+  /** True while the VM process lives and its guest did not die (a panicked guest may keep QEMU up briefly). */
   get alive(): boolean {
-    return this.deps.driver.isAlive(this.handle);
+    return this.death === null && this.deps.driver.isAlive(this.handle);
   }
 
   /** True while an agent connection is up. */
   get connected(): boolean {
     return this.client !== null && !this.client.closed;
+  }
+
+  /**
+   * Since when (ms since the epoch) the connected agent has let a request
+   * time out without a word (hung, or the VM is paused); null while it answers.
+   */
+  get stalledSince(): number | null {
+    return this.client?.stalled ?? null;
+  }
+
+  /** Why the VM died on its own, once it did. */
+  get died(): VmDeath | null {
+    return this.death;
+  }
+
+  /** The status of a container as last known, with the cause when it died with the VM. */
+  statusOf(info: ContainerInfo): EngineContainerStatus {
+    const st = containerStatus(info);
+    return this.death !== null && this.lostWithVm.has(info.id)
+      ? { ...st, reason: this.death.reason, message: this.death.message }
+      : st;
   }
 
   /**
@@ -156,9 +239,16 @@ export class PodVm {
     });
   }
 
-  /** Sends a request to the agent; Unavailable when no connection is up. */
+  /**
+   * Sends a request to the agent. Fails with Unavailable when no connection
+   * is up, FailedPrecondition (saying why) once the VM died, and
+   * DeadlineExceeded (naming the console) when the agent does not answer;
+   * a request the connection's loss cut short fails with what the loss
+   * turned out to be.
+   */
   request<N extends RequestName>(name: N, body: Messages[N], timeoutMs?: number): ResultAsync<ReplyTo<N>, HcrError> {
     const c = this.client;
+    if (this.death !== null) return errAsync(errors.failedPrecondition(this.death.message));
     if (c === null || c.closed) {
       return errAsync(
         errors.unavailable(
@@ -168,7 +258,20 @@ export class PodVm {
         ),
       );
     }
-    return c.request(name, body, timeoutMs ?? this.deps.requestTimeoutMs);
+    return c.request(name, body, timeoutMs ?? this.deps.requestTimeoutMs).orElse((e) => {
+      if (e.code === ErrorCode.DeadlineExceeded) {
+        return errAsync(
+          errors.deadlineExceeded(
+            `pod ${this.record.id}: ${e.message}; its VM (pid ${this.handle.pid}) still runs, so the agent is ` +
+              `hung or the guest is stalled (console: ${this.handle.consoleLog}); StopPodSandbox kills the VM`,
+          ),
+        );
+      }
+      if (!c.closed) return errAsync(e);
+      return ResultAsync.fromSafePromise(this.lostSettled).andThen(() =>
+        errAsync(this.death === null ? e : errors.failedPrecondition(this.death.message)),
+      );
+    });
   }
 
   /** The agent's containers, refreshing what is remembered of them. */
@@ -520,7 +623,7 @@ export class PodVm {
     if (sink !== undefined && (vmGone || sink.writtenOffset >= info.outputEnd)) sink.flushPartial(info.finishedAt);
     else if (sink !== undefined) this.flushAt.set(info.id, info.outputEnd);
     for (const w of [...(this.exitWaiters.get(info.id) ?? [])]) w(info);
-    const st = containerStatus(info);
+    const st = this.statusOf(info);
     this.deps.emit({
       type: 'container-exited',
       containerId: info.id,
@@ -534,13 +637,33 @@ export class PodVm {
     // Only the current, greeted connection matters; a failed greeting is its caller's business.
     if (this.client !== client) return;
     this.client = null;
-    for (const w of [...this.execs.values()]) w.onLost(reason);
-    for (const w of [...this.ports.values()]) w.onLost(reason);
+    const lost = [...this.execs.values(), ...this.ports.values()];
     this.execs.clear();
     this.ports.clear();
+    if (this.detached || this.stopping) {
+      for (const w of lost) w.onLost(reason);
+      return;
+    }
+    this.lostSettled = this.judgeLoss(reason).then(() => {
+      const e = this.death === null ? reason : errors.failedPrecondition(this.death.message);
+      for (const w of lost) w.onLost(e);
+    });
+  }
+
+  /**
+   * Decides what a lost connection means. QEMU closes the agent socket as it
+   * exits, so the process may still be there for a moment: it gets a few
+   * seconds to go. A guest that panicked is dead even if QEMU lingers.
+   */
+  private async judgeLoss(reason: HcrError): Promise<void> {
+    const deadline = Date.now() + EXIT_GRACE_MS;
+    while (this.deps.driver.isAlive(this.handle) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
     if (this.detached || this.stopping) return;
-    if (!this.alive) {
-      this.vmDied();
+    const cause = vmDeath(this.record.id, this.handle.consoleLog);
+    if (!this.deps.driver.isAlive(this.handle) || cause.reason !== 'Error') {
+      this.vmDied(cause);
       return;
     }
     this.log.warn({ err: reason.message }, 'agent connection lost while the VM runs; reconnecting');
@@ -548,10 +671,14 @@ export class PodVm {
   }
 
   /** The VM is gone on its own: everything in it died with it. */
-  private vmDied(): void {
+  private vmDied(cause: VmDeath = vmDeath(this.record.id, this.handle.consoleLog)): void {
+    if (this.death !== null) return;
+    this.death = cause;
     for (const id of this.flushAt.keys()) this.sinks.get(id)?.flushPartial();
     this.flushAt.clear();
-    for (const [id, info] of this.lastKnown) {
+    // Every container of the pod has a log sink; the agent may not have been asked about one yet.
+    for (const id of new Set([...this.lastKnown.keys(), ...this.sinks.keys()])) {
+      const info = this.lastKnown.get(id) ?? unseenContainer(id);
       if (info.status !== ContainerStatus.EXITED) {
         const dead = {
           ...info,
@@ -560,11 +687,12 @@ export class PodVm {
           finishedAt: BigInt(Date.now()) * 1_000_000n,
         };
         this.lastKnown.set(id, dead);
+        this.lostWithVm.add(id);
         this.onExited(dead, true);
       }
     }
-    const message = `the VM of pod ${this.record.id} exited; console:\n${consoleTail(this.handle.consoleLog)}`;
-    this.log.error({}, message);
+    const message = `${cause.message}; last console lines:\n${consoleTail(this.handle.consoleLog)}`;
+    this.log.error({ reason: cause.reason }, message);
     this.deps.emit({ type: 'sandbox-died', sandboxId: this.record.id, message });
   }
 

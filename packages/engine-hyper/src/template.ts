@@ -77,6 +77,8 @@ export interface TemplateDeps {
   /** The mount tag and TAP name of pod VMs: a clone's devices must match the template's. */
   readonly shareTag: string;
   readonly tapName: string;
+  /** Extra kernel command-line words of pod VMs; a clone runs the kernel its template booted. */
+  readonly cmdline: readonly string[];
   readonly bootTimeoutMs: number;
   /** The VMM's version line, part of every template's identity. */
   readonly vmmVersion: () => Promise<string>;
@@ -247,6 +249,8 @@ export class TemplateStore {
         shareTag: this.deps.shareTag,
         tapName: this.deps.tapName,
         mac: TEMPLATE_MAC,
+        // Only when set (the test-only fault hook), so templates of a normal engine keep their keys.
+        ...(this.deps.cmdline.length > 0 ? { cmdline: this.deps.cmdline } : {}),
       };
       return { base: sha256(JSON.stringify(inputs)), inputs };
     });
@@ -310,7 +314,7 @@ export class TemplateStore {
           dir: vmDir,
           kernel: this.deps.kernel,
           initrd: this.deps.initrd,
-          cmdline: [],
+          cmdline: this.deps.cmdline,
           vcpus: shape.vcpus,
           memoryMiB: shape.memoryMiB,
           accel: shape.accel,

@@ -42,6 +42,8 @@ uint64_t now_ns(void);
 uint64_t uptime_ns(void);
 
 extern bool host_connected;
+/* The connected host sent its Hello (container output resumes where it said). */
+extern bool host_greeted;
 /* Queues a frame for the host; dropped while no host is connected. */
 void send_msg(uint16_t type, uint32_t id, const struct hcr_desc *d, const void *body);
 void send_error(uint32_t id, uint32_t code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -123,7 +125,7 @@ void output_append(struct container *c, uint32_t stream, const uint8_t *p, size_
 void output_free(struct output *o);
 /* Rewinds or advances the delivery cursor after the host says what it has. */
 void output_resume(struct output *o, uint64_t offset);
-/* Sends pending output (and pending exit events) while the host keeps up. */
+/* Sends pending output (and pending exit events) to a greeted host while it keeps up. */
 void output_pump(void);
 /* Reads what a container or exec wrote; false on EOF or error (the fd is closed). */
 bool read_container_fd(struct container *c, int *fd, uint32_t stream);

@@ -145,7 +145,12 @@ static bool pump_one(struct container *c)
 
 void output_pump(void)
 {
-	if (!host_connected)
+	/*
+	 * A new connection gets no output before its Hello: until then `sent` is
+	 * where the previous host stopped reading, not where its log ends, and
+	 * what the new host got from there would look like a gap to it.
+	 */
+	if (!host_connected || !host_greeted)
 		return;
 	for (struct container *c = containers; c != NULL; c = c->next)
 		if (!pump_one(c))

@@ -30,11 +30,14 @@
 #include "agent.h"
 
 bool host_connected;
+bool host_greeted;
 static int port_fd = -1;
 static struct buf outq;
 static struct frame_reader reader;
 static bool pod_configured;
 static bool shutting_down;
+/* Test-only fault injection (hcr.fault=abort:<Request> on the kernel command line), or NULL. */
+static char *fault_abort_on;
 
 /* Modules the guest needs, in load order (modprobe resolves their dependencies). */
 static const char *const modules[] = {"virtio_mmio", "virtio_console", "virtio_net", "9pnet_virtio", "9p"};
@@ -122,21 +125,44 @@ static int run(char *const argv[])
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-static bool cmdline_has(const char *word)
+/* The kernel command line word that is `word` or starts with `word` followed by '=', or NULL. */
+static char *cmdline_word(const char *word)
 {
-	char buf[4096];
+	static char buf[4096];
 	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return false;
+		return NULL;
 	ssize_t n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	if (n <= 0)
-		return false;
+		return NULL;
 	buf[n] = 0;
+	size_t len = strlen(word);
 	for (char *tok = strtok(buf, " \n"); tok != NULL; tok = strtok(NULL, " \n"))
-		if (strcmp(tok, word) == 0)
-			return true;
-	return false;
+		if (strncmp(tok, word, len) == 0 && (tok[len] == 0 || tok[len] == '='))
+			return tok;
+	return NULL;
+}
+
+static bool cmdline_has(const char *word)
+{
+	char *tok = cmdline_word(word);
+	return tok != NULL && tok[strlen(word)] == 0;
+}
+
+/*
+ * hcr.fault=abort:<Request> makes the agent abort() when it receives that
+ * request (e.g. abort:Exec), so tests can see what the host does when PID 1
+ * of a pod VM dies. The host puts it there only when HCR runs with
+ * HCR_AGENT_FAULT set; nothing else reads it.
+ */
+static void read_fault(void)
+{
+	char *tok = cmdline_word("hcr.fault");
+	if (tok == NULL || strncmp(tok, "hcr.fault=abort:", 16) != 0)
+		return;
+	fault_abort_on = strdup(tok + 16);
+	dprintf(STDERR_FILENO, "hcr-agent: fault injection on: abort on %s\n", fault_abort_on);
 }
 
 static void power_off(void)
@@ -211,6 +237,7 @@ static void early_init(void)
 		dprintf(STDERR_FILENO, "HCR-PROBE-OK\n");
 		power_off();
 	}
+	read_fault();
 	must_mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	must_mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
 	must_mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "ptmxmode=0666,mode=0620,gid=5");
@@ -310,6 +337,8 @@ static void handle_hello(uint32_t id, struct hcr_hello *req)
 {
 	/* Frames queued for an earlier connection mean nothing to this one. */
 	buf_reset(&outq);
+	/* Container output flows from the offsets below on (output_pump held it until now). */
+	host_greeted = true;
 	reseed_rng(req->entropy, req->entropy_len);
 	if (req->host_time != 0) {
 		struct timespec ts = {.tv_sec = (time_t)(req->host_time / 1000000000u),
@@ -488,6 +517,10 @@ static void dispatch(uint16_t type, uint32_t id, const uint8_t *payload, size_t 
 	struct arena a = {0};
 	void *body = arena_alloc(&a, d->size);
 	const char *err = NULL;
+	if (fault_abort_on != NULL && strcmp(d->name, fault_abort_on) == 0) {
+		dprintf(STDERR_FILENO, "hcr-agent: hcr.fault: aborting on %s\n", d->name);
+		abort();
+	}
 	if (hcr_decode(d, payload, len, body, &a, &err) != 0) {
 		if (id != 0)
 			send_error(id, HCR_ERROR_CODE_INVALID_ARGUMENT, "malformed %s: %s", d->name, err);
@@ -564,6 +597,7 @@ static void host_gone(void)
 	if (host_connected)
 		dprintf(STDERR_FILENO, "hcr-agent: host disconnected\n");
 	host_connected = false;
+	host_greeted = false;
 	buf_reset(&outq);
 	buf_reset(&reader.in);
 	reader.consumed = 0;
@@ -631,8 +665,10 @@ static void loop(int sigfd)
 		struct pollfd probe = {.fd = port_fd, .events = POLLIN | POLLOUT};
 		if (poll(&probe, 1, 0) >= 0) {
 			bool connected = (probe.revents & POLLHUP) == 0;
-			if (connected && !host_connected)
+			if (connected && !host_connected) {
 				dprintf(STDERR_FILENO, "hcr-agent: host connected\n");
+				host_greeted = false;
+			}
 			if (!connected)
 				host_gone();
 			host_connected = connected;
@@ -655,7 +691,7 @@ static void loop(int sigfd)
 		bool room = outq.len < OUT_HIGH;
 		for (struct container *c = containers; c != NULL; c = c->next) {
 			/* Read while the host keeps up; while it is away, keep the newest output. */
-			bool take = !host_connected || c->out.end - c->out.sent < LOG_UNSENT_HIGH;
+			bool take = !host_greeted || c->out.end - c->out.sent < LOG_UNSENT_HIGH;
 			if (take && c->io.out_fd >= 0)
 				ADD(c->io.out_fd, POLLIN, SLOT_C_OUT, c);
 			if (take && c->io.err_fd >= 0)

@@ -29,6 +29,13 @@ interface Pending {
 export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
 
 /**
+ * Bound on a request to an agent that let an earlier one time out without a
+ * word since: a hung agent (or a stopped VM) then costs each caller seconds,
+ * not a full request timeout, and the first frame it sends lifts the bound.
+ */
+export const STALLED_REQUEST_TIMEOUT_MS = 5_000;
+
+/**
  * The host side of the agent protocol over one connection: numbered requests
  * with timeouts, fire-and-forget notifications, and typed events. It knows
  * nothing about pods; the engine translates domain calls into these messages.
@@ -40,6 +47,13 @@ export class AgentClient {
   private readonly closeListeners = new Set<(reason: HcrError) => void>();
   private nextId = 1;
   private closedWith: HcrError | null = null;
+  /** When the agent last sent anything (ms since the epoch), and how many chunks it sent so far. */
+  private lastHeard = Date.now();
+  private heard = 0;
+  /** Set when a request timed out with nothing heard since it was sent; cleared by the next frame. */
+  private stalledSince: number | null = null;
+  /** False until the agent answered the connection's Hello (see onEvent). */
+  private greeted = false;
 
   private constructor(
     private readonly stream: Duplex,
@@ -61,7 +75,19 @@ export class AgentClient {
     return this.closedWith !== null;
   }
 
-  /** Sends a request and resolves with its reply; an ErrorReply becomes the matching HcrError. */
+  /**
+   * Since when (ms since the epoch) the agent has let a request time out
+   * without sending anything; null while it answers.
+   */
+  get stalled(): number | null {
+    return this.stalledSince;
+  }
+
+  /**
+   * Sends a request and resolves with its reply; an ErrorReply becomes the
+   * matching HcrError. While the agent is stalled the wait is bounded by
+   * {@link STALLED_REQUEST_TIMEOUT_MS}.
+   */
   request<N extends RequestName>(
     name: N,
     body: Messages[N],
@@ -74,10 +100,18 @@ export class AgentClient {
       }
       const id = this.nextId;
       this.nextId = this.nextId >= 0x7fffffff ? 1 : this.nextId + 1;
+      const sentAt = Date.now();
+      const heardBefore = this.heard;
+      const wait = this.stalledSince === null ? timeoutMs : Math.min(timeoutMs, STALLED_REQUEST_TIMEOUT_MS);
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(errors.deadlineExceeded(`the guest agent did not answer ${name} within ${timeoutMs} ms`));
-      }, timeoutMs);
+        if (this.heard === heardBefore) this.stalledSince ??= sentAt;
+        const silent =
+          this.stalledSince === null
+            ? ''
+            : `; nothing heard from it for ${Math.round((Date.now() - this.lastHeard) / 1000)} s`;
+        reject(errors.deadlineExceeded(`the guest agent did not answer ${name} within ${wait} ms${silent}`));
+      }, wait);
       this.pending.set(id, { name, resolve: resolve as (b: unknown) => void, reject, timer });
       this.send(name, id, body);
     });
@@ -118,6 +152,9 @@ export class AgentClient {
   }
 
   private onData(chunk: Buffer): void {
+    this.lastHeard = Date.now();
+    this.heard++;
+    this.stalledSince = null;
     const before = this.decoder.skipped;
     for (const frame of this.decoder.push(chunk)) {
       const name = messageNames.get(frame.type);
@@ -144,6 +181,7 @@ export class AgentClient {
     if (p === undefined) return; // timed out, or meant for an earlier connection
     this.pending.delete(id);
     clearTimeout(p.timer);
+    if (p.name === 'Hello') this.greeted = true;
     if (name === 'ErrorReply') {
       p.reject(agentError(p.name, body as Messages['ErrorReply']));
     } else if (name !== replyOf[p.name]) {
@@ -154,6 +192,10 @@ export class AgentClient {
   }
 
   private onEvent(name: MessageName, body: unknown): void {
+    // Container output and exits sent before the Hello reply follow the previous connection's cursor (the
+    // agent had not seen that host go); the Hello rewinds it and its reply lists every exit, so they are stale.
+    // Set synchronously with the reply: frames after it in the same chunk are this connection's.
+    if (!this.greeted && (name === 'Output' || name === 'ContainerExited')) return;
     const set = this.listeners.get(name);
     if (set === undefined) return;
     for (const l of [...set]) {
