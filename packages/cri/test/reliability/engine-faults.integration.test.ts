@@ -484,6 +484,46 @@ describe('VM engine faults', () => {
     }
   }, 300_000);
 
+  it('reports a hyper pod whose guest agent crashed: the exec fails naming it, pod NotReady, container exited; removes cleanly', async () => {
+    delete process.env['DOCKER_HOST'];
+    // The test-only hook: every pod VM's agent (PID 1 of the guest) aborts on its first Exec request.
+    const shim = await startReliabilityShim(14, { engines: ['hyper'], env: { HCR_AGENT_FAULT: 'abort:Exec' } });
+    const c = cri(shim);
+    let pod = '';
+    try {
+      await c.pull(BUSYBOX);
+      const config = podConfig();
+      pod = await c.runp(config, 'hyper');
+      const cid = await c.create(pod, containerConfig(BUSYBOX, sleeper), config);
+      await c.start(cid);
+      expect(qemuNaming(pod.slice(0, 12))).toHaveLength(1);
+      const msg = await rejectsWith(c.execSync(cid, ['echo', 'never']), status.FAILED_PRECONDITION);
+      expect(msg).toMatch(/guest agent of pod .* died.*Attempted to kill init/);
+      await waitFor('the pod to be NotReady in List and Status', async () =>
+        (await c.podStatus(pod)).status.state === 'SANDBOX_NOTREADY' &&
+        (await listedPodState(c, pod)) === 'SANDBOX_NOTREADY'
+          ? true
+          : undefined,
+      );
+      await waitFor('ListContainers to show the exit', async () =>
+        (await listedContainerState(c, cid)) === 'CONTAINER_EXITED' ? true : undefined,
+      );
+      expect(await c.status(cid)).toMatchObject({
+        state: 'CONTAINER_EXITED',
+        exitCode: 255,
+        reason: 'GuestAgentCrashed',
+      });
+      // The panic ended QEMU (panic=-1, -no-reboot): nothing of the VM runs any more.
+      expect(qemuNaming(pod.slice(0, 12))).toEqual([]);
+      await c.stopp(pod);
+      await c.rmp(pod);
+      expect(allLeaks(shim)).toEqual([]);
+    } finally {
+      if (pod !== '') await c.rmp(pod).catch(() => undefined);
+      await shim.stop();
+    }
+  }, 300_000);
+
   it('reports a unikernel container whose QEMU was killed as exited with a reason; the pod removes cleanly', async () => {
     delete process.env['DOCKER_HOST'];
     const shim = await startReliabilityShim(13, { engines: ['unikernel'] });
