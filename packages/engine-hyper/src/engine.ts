@@ -565,6 +565,8 @@ export class HyperEngine implements RuntimeEngine {
       const stalledSince = pod?.stalledSince ?? null;
       // An agent that lets requests time out cannot run or stop anything in the pod: not ready until it answers.
       const alive = pod !== undefined && pod.alive && stalledSince === null;
+      // Nothing else may ask a stalled agent anything (a pod without containers): ask it, so a later status sees it back.
+      if (stalledSince !== null) void pod?.listContainers();
       return {
         alive,
         info:

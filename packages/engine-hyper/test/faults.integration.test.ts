@@ -97,7 +97,7 @@ describe('hyper engine: the guest agent crashes or hangs', () => {
     await engine.close();
   });
 
-  it('bounds requests to a hung agent (VM paused) with a clear error; stop kills the VM', async () => {
+  it('bounds requests to a hung agent (VM paused) with a clear error, recovers when it answers; stop kills a hung VM', async () => {
     const setup = await h.engine();
     const pod = await h.sandbox();
     await ok(setup.createSandbox(pod));
@@ -109,7 +109,8 @@ describe('hyper engine: the guest agent crashes or hangs', () => {
     const engine = await h.engine({ request_timeout_seconds: 4 });
     const info = (await ok(engine.sandboxStatus(pod))).info;
     const vmPid = info['vmPid'] as number;
-    await ok(qmpCommand(join(dirname(String(info['console'])), 'qmp.sock'), 'stop', {}, 10_000));
+    const qmp = join(dirname(String(info['console'])), 'qmp.sock');
+    await ok(qmpCommand(qmp, 'stop', {}, 10_000));
 
     const first = await failure(engine.execSync(c, ['echo', 'never'], 30));
     expect(first.code).toBe(ErrorCode.DeadlineExceeded);
@@ -124,6 +125,16 @@ describe('hyper engine: the guest agent crashes or hangs', () => {
     expect(second.message).toMatch(/nothing heard from it for \d+ s/);
     expect(performance.now() - t).toBeLessThan(10_000);
 
+    // Resumed, the agent answers again: the pod is ready and requests work.
+    await ok(qmpCommand(qmp, 'cont', {}, 10_000));
+    await eventually(
+      async () => ((await ok(engine.sandboxStatus(pod))).alive ? true : null),
+      30_000,
+      'the pod to be alive again',
+    );
+    expect((await ok(engine.execSync(c, ['echo', 'back'], 30))).stdout.toString()).toBe('back\n');
+
+    await ok(qmpCommand(qmp, 'stop', {}, 10_000));
     const stopStarted = performance.now();
     await ok(engine.stopSandbox(pod, 10));
     console.log(`hyper: stop of a pod with a hung agent took ${(performance.now() - stopStarted).toFixed(0)} ms`);
