@@ -31,11 +31,20 @@ const CHURNERS = 2;
  */
 const P99_BOUND_MS = 2500;
 /**
- * RSS the shim may gain from the warm-up to after the churn. Both sides are
- * troughs (the lowest sample of a window): V8's heap saws up and down by
- * tens of MiB between collections, and a trough is what survives them.
+ * What "no memory growth after the churn ends" allows: the shim's RSS over
+ * the second half of a 10 s idle spell against the first half. Both are
+ * troughs (the lowest sample of a window): V8's heap saws by tens of MiB
+ * between collections, and a trough is what survives them. A leak that
+ * continues without requests shows here; leaks per pod lifecycle are the
+ * soak test's (hundreds of cycles, not the ten or so of this test).
  */
-const RSS_GROWTH_BOUND_KIB = 32 * 1024;
+const IDLE_GROWTH_BOUND_KIB = 8 * 1024;
+/**
+ * A gross bound on the idle RSS against the warm churn: the heap V8 sized up
+ * for 50 clients is not handed back at once, so this only catches runaway
+ * growth (the CI machine has shown 38 MiB of heap sizing here).
+ */
+const RSS_GROWTH_BOUND_KIB = 96 * 1024;
 
 const sleeper = { command: ['sh', '-c', 'trap "exit 0" TERM; sleep 3600 & wait'] };
 
@@ -151,11 +160,13 @@ describe('load: concurrent readers while pods churn', () => {
       };
       for (const cl of clients) cl.close();
       const idle: number[] = [];
-      for (let i = 0; i < 10; i++) {
+      for (let i = 0; i < 20; i++) {
         await sleep(500);
         idle.push(rssKiB(pid));
       }
-      // Trough of the middle third (warm, churning) against the trough of 5 s idle after the churn.
+      const idleEarly = Math.min(...idle.slice(0, 10));
+      const idleLate = Math.min(...idle.slice(10));
+      // Trough of the middle third (warm, churning) against the trough of the 10 s idle after the churn.
       const middle = rss.filter((r) => r.t >= warmupEnd && r.t < warmupEnd + (end - warmupEnd) / 2).map((r) => r.kib);
       const baseline = Math.min(...middle);
       const after = Math.min(...idle);
@@ -170,12 +181,13 @@ describe('load: concurrent readers while pods churn', () => {
       console.log(
         `load: ${CLIENTS} clients, ${SECONDS} s, ${cycles} pod churn cycles, ${all.length} reads (${(all.length / SECONDS).toFixed(0)}/s), ` +
           `${errors.length} errors; latency ms p50=${percentile(all, 50).toFixed(1)} p99=${percentile(all, 99).toFixed(1)} ` +
-          `max=${(all[all.length - 1] ?? 0).toFixed(1)}; ${perOp}; RSS KiB baseline=${baseline} after=${after} ` +
+          `max=${(all[all.length - 1] ?? 0).toFixed(1)}; ${perOp}; RSS KiB baseline=${baseline} after=${after} idle ${idleEarly}→${idleLate} ` +
           `range during churn ${Math.min(...rss.map((r) => r.kib))}-${Math.max(...rss.map((r) => r.kib))}; CPU s shim=${cpu.shim.toFixed(1)} clients=${cpu.self.toFixed(1)}; load ${loadavg()[0]?.toFixed(1)}`,
       );
       expect(errors.slice(0, 10)).toEqual([]);
       expect(cycles).toBeGreaterThan(0);
       expect(percentile(all, 99)).toBeLessThan(P99_BOUND_MS);
+      expect(idleLate - idleEarly).toBeLessThan(IDLE_GROWTH_BOUND_KIB);
       expect(after - baseline).toBeLessThan(RSS_GROWTH_BOUND_KIB);
       expect(shimPid(shim)).toBe(pid);
       const pods = (await c.rt<{ items: { id: string }[] }>('ListPodSandbox', {})).items.map((p) => p.id).sort();
