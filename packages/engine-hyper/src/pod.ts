@@ -644,10 +644,12 @@ export class PodVm {
       for (const w of lost) w.onLost(reason);
       return;
     }
-    this.lostSettled = this.judgeLoss(reason).then(() => {
-      const e = this.death === null ? reason : errors.failedPrecondition(this.death.message);
-      for (const w of lost) w.onLost(e);
-    });
+    this.lostSettled = this.judgeLoss(reason)
+      .catch((e: unknown) => this.log.error({ err: String(e) }, 'judging a lost agent connection failed'))
+      .then(() => {
+        const e = this.death === null ? reason : errors.failedPrecondition(this.death.message);
+        for (const w of lost) w.onLost(e);
+      });
   }
 
   /**
