@@ -177,6 +177,20 @@ export interface RuntimeEngine {
    * `sandbox.network.netnsPath` (or the host network when it is null).
    */
   createSandbox(sandbox: SandboxRef): EngineResult<SandboxCreated>;
+  /**
+   * Hands the engine the pod's finished network. Core calls it once per
+   * created unit, after both CNI ADD and createSandbox succeeded and before
+   * the pod is recorded ready (or, for a pod bound to its engine late, before
+   * its first container is created): `sandbox.network` then holds the CNI
+   * result and the pod files (`sandbox.files`) are written. The engine may
+   * assume its unit is up and that no container call for the pod came first.
+   * A failure fails RunPodSandbox exactly like a failed createSandbox: core
+   * removes the unit and the network. With
+   * {@link EngineCapabilities.sandboxBeforeNetwork} this is where an engine
+   * wires its unit to the CNI interface; without the method, createSandbox
+   * must do that itself.
+   */
+  networkReady?(sandbox: SandboxRef): EngineResult<void>;
   stopSandbox(sandbox: SandboxRef, gracePeriodSeconds: number): EngineResult<void>;
   removeSandbox(sandbox: SandboxRef): EngineResult<void>;
   sandboxStatus(sandbox: SandboxRef): EngineResult<EngineSandboxStatus>;

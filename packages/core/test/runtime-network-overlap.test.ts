@@ -9,13 +9,14 @@ import {
   SqliteStateStore,
   type EngineCapabilities,
   type HcrError,
+  type ImageInfo,
   type ImageService,
   type NetworkManager,
   type PodNetwork,
   type RuntimeEngine,
   type SandboxRef,
 } from '../src/index.js';
-import { podSpec } from '../src/testing/specs.js';
+import { containerSpec, podSpec } from '../src/testing/specs.js';
 
 // RunPodSandbox and StopPodSandbox with an engine that declares
 // sandboxBeforeNetwork: the infra unit starts while CNI ADD runs and stops
@@ -61,6 +62,9 @@ class Host {
   /** Set to hold CNI DEL open (resolve with an error to fail it). */
   del: ReturnType<typeof deferred<HcrError | null>> | null = null;
   seenNetwork: PodNetwork | null = null;
+  /** The network networkReady was handed, per call (only with `withNetworkReady`). */
+  readyNetworks: PodNetwork[] = [];
+  networkReadyFails = false;
 
   network(): NetworkManager {
     return {
@@ -68,13 +72,13 @@ class Host {
         this.netns.add(id);
         return okAsync(`/run/netns/${id}`);
       },
-      attach: (id) => {
+      attach: (id, netnsPath) => {
         this.events.push('add:start');
         return ResultAsync.fromPromise(this.add.promise, (e) => e as HcrError).andThen((r) => {
           this.events.push('add:end');
           if (r instanceof Error) return errAsync(r);
           this.attached.add(id);
-          return okAsync(r);
+          return okAsync({ ...r, netnsPath });
         });
       },
       check: () => okAsync(undefined),
@@ -98,12 +102,24 @@ class Host {
     };
   }
 
-  engine(sandboxBeforeNetwork: boolean): RuntimeEngine {
+  engine(
+    sandboxBeforeNetwork: boolean,
+    withNetworkReady = false,
+    imageKinds: EngineCapabilities['imageKinds'] = ['oci'],
+  ): RuntimeEngine {
     const unused = () => errAsync(errors.internal('unused in these tests'));
+    const networkReady = (s: SandboxRef) => {
+      this.events.push('engine:network-ready');
+      this.readyNetworks.push(s.network);
+      if (!this.sandboxes.has(s.id)) return errAsync(errors.internal('networkReady before createSandbox'));
+      if (this.networkReadyFails) return errAsync(errors.unavailable('guest NIC setup failed (injected)'));
+      return okAsync(undefined);
+    };
     return {
+      ...(withNetworkReady ? { networkReady } : {}),
       name: 'docker',
       kind: 'fake',
-      capabilities: { ...caps, sandboxBeforeNetwork },
+      capabilities: { ...caps, imageKinds, sandboxBeforeNetwork },
       health: () => okAsync({ ready: true, reason: '', message: '', info: {} }),
       inventory: () => okAsync({ sandboxIds: [...this.sandboxes], containerIds: [] }),
       createSandbox: (s: SandboxRef) => {
@@ -128,7 +144,10 @@ class Host {
         return okAsync(undefined);
       },
       sandboxStatus: (s: SandboxRef) => okAsync({ alive: this.sandboxes.has(s.id), info: {} }),
-      createContainer: unused,
+      createContainer: () => {
+        this.events.push('engine:create-container');
+        return okAsync({ engineData: {} });
+      },
       startContainer: unused,
       stopContainer: unused,
       removeContainer: unused,
@@ -159,12 +178,12 @@ describe('RunPodSandbox overlaps CNI ADD with the infra unit when the engine all
   let dir: string;
   let store: SqliteStateStore;
   let host: Host;
-  const service = (sandboxBeforeNetwork: boolean) =>
+  const service = (sandboxBeforeNetwork: boolean, withNetworkReady = false) =>
     new RuntimeService({
       store,
       network: host.network(),
       images: {} as ImageService,
-      engines: new Map([['docker', host.engine(sandboxBeforeNetwork)]]),
+      engines: new Map([['docker', host.engine(sandboxBeforeNetwork, withNetworkReady)]]),
       router: { handlers: {}, defaultEngine: 'docker', rules: [], deferBinding: false, unikernelEngine: null },
       sandboxDir: join(dir, 'sandboxes'),
     });
@@ -298,5 +317,115 @@ describe('RunPodSandbox overlaps CNI ADD with the infra unit when the engine all
     const id = (await run)._unsafeUnwrap();
     (await rt.stopPodSandbox(id))._unsafeUnwrap();
     expect(host.events.slice(-2)).toEqual(['engine:stop', 'del']);
+  });
+
+  it('hands the engine the finished network once CNI ADD and the unit are both done', async () => {
+    const rt = service(true, true);
+    const run = rt.runPodSandbox(podSpec());
+    await waitFor(() => host.events.includes('engine:create'));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(host.events).toEqual(['add:start', 'engine:create']);
+    host.add.resolve(network);
+    const id = (await run)._unsafeUnwrap();
+    expect(host.events).toEqual(['add:start', 'engine:create', 'add:end', 'engine:network-ready']);
+    expect(host.readyNetworks).toHaveLength(1);
+    expect(host.readyNetworks[0]?.ips).toEqual(['10.0.0.2']);
+    expect(host.readyNetworks[0]?.netnsPath).toMatch(/^\/run\/netns\//);
+    expect(store.getSandbox(id)?.phase).toBe('ready');
+  });
+
+  it('calls networkReady after createSandbox when the engine waits for CNI', async () => {
+    const rt = service(false, true);
+    const run = rt.runPodSandbox(podSpec());
+    host.add.resolve(network);
+    (await run)._unsafeUnwrap();
+    expect(host.events).toEqual(['add:start', 'add:end', 'engine:create', 'engine:network-ready']);
+  });
+
+  it.each([true, false])(
+    'rolls the pod back when networkReady fails (sandboxBeforeNetwork %s)',
+    async (sandboxBeforeNetwork) => {
+      host.networkReadyFails = true;
+      const rt = service(sandboxBeforeNetwork, true);
+      const run = rt.runPodSandbox(podSpec());
+      host.add.resolve(network);
+      const r = await run;
+      expect(r._unsafeUnwrapErr().message).toContain('guest NIC setup failed');
+      expect(host.events).toContain('engine:remove');
+      expect(host.events).toContain('del');
+      expect(host.sandboxes.size).toBe(0);
+      expect(host.attached.size).toBe(0);
+      expect(host.netns.size).toBe(0);
+      expect(store.listSandboxes()).toEqual([]);
+    },
+  );
+
+  it('does not call networkReady when CNI ADD failed', async () => {
+    const rt = service(true, true);
+    const run = rt.runPodSandbox(podSpec());
+    await waitFor(() => host.events.includes('engine:create'));
+    host.add.resolve(errors.unavailable('bridge plugin failed (injected)'));
+    expect((await run).isErr()).toBe(true);
+    expect(host.events).not.toContain('engine:network-ready');
+    expect(host.sandboxes.size).toBe(0);
+  });
+
+  describe('a pod bound to its engine by its first image', () => {
+    const unikernelImage: ImageInfo = {
+      id: `sha256:${'b'.repeat(64)}`,
+      repoTags: ['hello-uk'],
+      repoDigests: [],
+      size: 1,
+      config: {
+        entrypoint: [],
+        cmd: ['hello'],
+        env: [],
+        workingDir: '',
+        user: '',
+        exposedPorts: [],
+        labels: {},
+        annotations: {},
+      },
+      kind: 'unikernel',
+      pinned: false,
+    };
+    const deferred = () =>
+      new RuntimeService({
+        store,
+        network: host.network(),
+        images: { status: () => okAsync(unikernelImage) } as unknown as ImageService,
+        engines: new Map([
+          ['docker', host.engine(true)],
+          ['unikernel', host.engine(false, true, ['unikernel'])],
+        ]),
+        router: { handlers: {}, defaultEngine: 'docker', rules: [], deferBinding: true, unikernelEngine: 'unikernel' },
+        sandboxDir: join(dir, 'sandboxes'),
+      });
+
+    it('gets networkReady right after createSandbox, before its first container', async () => {
+      const rt = deferred();
+      host.add.resolve(network);
+      const id = (await rt.runPodSandbox(podSpec()))._unsafeUnwrap();
+      expect(host.events).toEqual(['add:start', 'add:end']);
+      (await rt.createContainer(id, containerSpec('hello-uk')))._unsafeUnwrap();
+      expect(host.events.slice(2)).toEqual(['engine:create', 'engine:network-ready', 'engine:create-container']);
+      expect(host.readyNetworks[0]?.ips).toEqual(['10.0.0.2']);
+    });
+
+    it('removes a unit networkReady failed on, so the next CreateContainer starts afresh', async () => {
+      const rt = deferred();
+      host.add.resolve(network);
+      const id = (await rt.runPodSandbox(podSpec()))._unsafeUnwrap();
+      host.networkReadyFails = true;
+      const r = await rt.createContainer(id, containerSpec('hello-uk'));
+      expect(r._unsafeUnwrapErr().message).toContain('guest NIC setup failed');
+      expect(host.sandboxes.size).toBe(0);
+      expect(store.getSandbox(id)?.engineCreated).toBe(false);
+      expect(host.events).not.toContain('engine:create-container');
+      host.networkReadyFails = false;
+      (await rt.createContainer(id, containerSpec('hello-uk')))._unsafeUnwrap();
+      expect(host.sandboxes.has(id)).toBe(true);
+      expect(host.events.filter((e) => e === 'engine:create')).toHaveLength(2);
+    });
   });
 });

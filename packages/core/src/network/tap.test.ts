@@ -6,6 +6,7 @@ import {
   linkNameProblem,
   type NetnsToolRunner,
   TapPlumbing,
+  existingTapLinkScript,
   tapLinkScript,
   tapRedirectScript,
 } from './tap.js';
@@ -95,6 +96,14 @@ describe('TapPlumbing', () => {
     const c = await plumbing.connect(NS, { tapName: 'uk0', ifname: 'eth0', mtu: 1400 });
     expect(c._unsafeUnwrap().mtu).toBe(1400);
     expect(calls[1]?.input).toBe(tapLinkScript('uk0', 1400, true));
+  });
+
+  it('sets up a TAP a monitor already holds instead of replacing it', async () => {
+    const { calls, plumbing } = fakeHost(() => links([{ ifname: 'uk0', address: '02:00:00:00:00:01', mtu: 1500 }]));
+    const c = await plumbing.connect(NS, { tapName: 'uk0', ifname: 'eth0', existingTap: true });
+    expect(c._unsafeUnwrap()).toEqual({ tap: 'uk0', ifname: 'eth0', mac: '5e:23:d3:86:cc:aa', mtu: 1450 });
+    expect(calls[1]?.input).toBe(existingTapLinkScript('uk0', 1450));
+    expect(calls[2]?.input).toBe(tapRedirectScript('uk0', 'eth0'));
   });
 
   it('fails with the interface named when the pod has no such interface, and runs nothing else', async () => {

@@ -17,6 +17,11 @@ export interface TapLinkOptions {
 export interface ConnectTapOptions extends TapLinkOptions {
   /** MTU for the TAP; default the pod interface's, so the guest sends nothing the pod network cannot carry. */
   readonly mtu?: number;
+  /**
+   * The TAP exists already and a monitor holds it open (it made the TAP when it
+   * started, before CNI ADD was done): it is set up and redirected, not replaced.
+   */
+  readonly existingTap?: boolean;
 }
 
 /** The link-layer identity a guest NIC takes over from the pod interface. */
@@ -67,6 +72,11 @@ export function tapLinkScript(tap: string, mtu: number, replaceExisting: boolean
   ]
     .map((l) => `${l}\n`)
     .join('');
+}
+
+/** The `ip -batch` script that readies a TAP a monitor made and holds: MTU and up, nothing replaced. */
+export function existingTapLinkScript(tap: string, mtu: number): string {
+  return `link set dev ${tap} mtu ${mtu} up\n`;
 }
 
 /**
@@ -155,11 +165,14 @@ export class TapPlumbing {
         const links = unwrap(await this.links(netnsPath, timeoutMs));
         const link = unwrap(interfaceOf(links, ifname, netnsPath));
         const mtu = options.mtu ?? link.mtu;
-        const linkScript = tapLinkScript(
-          tap,
-          mtu,
-          links.some((l) => l.ifname === tap),
-        );
+        const linkScript =
+          options.existingTap === true
+            ? existingTapLinkScript(tap, mtu)
+            : tapLinkScript(
+                tap,
+                mtu,
+                links.some((l) => l.ifname === tap),
+              );
         const redirectScript = tapRedirectScript(tap, ifname);
         try {
           unwrap(await this.batch(netnsPath, 'ip', linkScript, 'creating the TAP', timeoutMs));

@@ -197,6 +197,7 @@ export class RuntimeService {
           }
           writePodFiles(record.runtimeDir, spec, record.network, this.hostResolv);
           if (record.engine !== null && !record.engineCreated) record = await this.createEngineSandbox(record);
+          else await this.engineNetworkReady(record);
           faultPoint('runPodSandbox:after-engine');
           record = { ...record, phase: 'ready' };
           this.opts.store.putSandbox(record);
@@ -296,12 +297,13 @@ export class RuntimeService {
           if (bound.isErr()) throw bound.error;
           sandbox = { ...sandbox, engine: bound.value.engine, routing: mergeRouting(sandbox.routing, bound.value) };
           this.opts.store.putSandbox(sandbox);
-          sandbox = await this.createEngineSandbox(sandbox);
           this.log.info(
             { podSandboxId: sandboxId, engine: sandbox.engine, reason: bound.value.reason },
             'pod bound to engine',
           );
         }
+        // Also when an earlier CreateContainer bound the pod but its unit failed (and was removed).
+        if (!sandbox.engineCreated) sandbox = await this.createEngineSandbox(sandbox);
         const engineName = sandbox.engine as string;
         const engine = this.engine(engineName);
         const fits = checkImageFits(engineName, { capabilities: engine.capabilities, healthy: true }, image);
@@ -812,7 +814,29 @@ export class RuntimeService {
     const created = await unwrap(engine.createSandbox(this.sandboxRef(record)));
     const next = { ...record, engineCreated: true, engineData: created.engineData };
     this.opts.store.putSandbox(next);
+    try {
+      await this.engineNetworkReady(next);
+    } catch (e) {
+      // A unit the engine could not wire is no unit: a late-bound pod's next CreateContainer starts afresh.
+      const ref = this.sandboxRef(next);
+      await unwrap(engine.stopSandbox(ref, 0)).catch(() => undefined);
+      const removed = await engine.removeSandbox(ref);
+      if (removed.isOk()) this.opts.store.putSandbox({ ...next, engineCreated: false });
+      else
+        this.log.warn({ podSandboxId: next.id, err: removed.error.message }, 'removing an unwired engine unit failed');
+      throw e;
+    }
     return next;
+  }
+
+  /**
+   * Tells the engine its unit's network is complete ({@link RuntimeEngine.networkReady}).
+   * Nothing is recorded: a crash before the pod is ready rolls the whole pod back.
+   */
+  private async engineNetworkReady(record: SandboxRecord): Promise<void> {
+    if (record.engine === null || !record.engineCreated) return;
+    const engine = this.engine(record.engine);
+    if (engine.networkReady !== undefined) await unwrap(engine.networkReady(this.sandboxRef(record)));
   }
 
   private async liveSandboxState(record: SandboxRecord): Promise<'ready' | 'notready'> {
@@ -917,8 +941,8 @@ export class RuntimeService {
     const stopped = engine === null ? Promise.resolve() : this.stopEngineUnit(record, engine);
     let next: SandboxRecord;
     if (engine?.capabilities.sandboxBeforeNetwork === true) {
-      // The engine's unit only joined the namespace and never used what CNI made in it,
-      // so CNI DEL runs while it stops; both finish before any failure is reported.
+      // The unit joined the namespace without CNI's help and its containers are stopped
+      // by now, so CNI DEL runs while it stops; both finish before any failure is reported.
       const [engineDone, network] = await Promise.allSettled([stopped, this.teardownNetwork(record)]);
       if (engineDone.status === 'rejected') throw engineDone.reason;
       faultPoint('stopPodSandbox:after-engine');
