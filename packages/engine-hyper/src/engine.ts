@@ -1,4 +1,5 @@
 import { copyFileSync, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -23,6 +24,7 @@ import {
   type HcrError,
   type LinuxResources,
   type Logger,
+  type PodInterface,
   type RuntimeEngine,
   type SandboxCreated,
   type SandboxRef,
@@ -32,7 +34,7 @@ import {
 import { resolveConfig, type HyperConfig, type HyperConfigTable } from './config.js';
 import { agentFaultCmdline } from './fault.js';
 import { bindMount, mountsUnder, unmountAll } from './host/mounts.js';
-import { connectTap, disconnectTap, linkInfo, TAP_NAME } from './host/netns.js';
+import { connectTap, disconnectTap, TAP_NAME } from './host/netns.js';
 import { LogSink } from './logs.js';
 import { consoleTail, PodVm, vmDeath } from './pod.js';
 import {
@@ -78,6 +80,8 @@ export const HYPER_CAPABILITIES: EngineCapabilities = {
   stats: true,
   reopenLog: true,
   imageKinds: ['oci'],
+  // The VM boots while CNI ADD runs; networkReady wires it to the result.
+  sandboxBeforeNetwork: true,
 };
 
 const run = <T>(fn: () => Promise<T>): EngineResult<T> =>
@@ -106,6 +110,18 @@ export function podRoutes(cniResult: unknown, gateway: string | null): Route[] {
     routes.push({ destination: gateway.includes(':') ? '::/0' : '0.0.0.0/0', gateway });
   }
   return routes;
+}
+
+/** The CNI interface the guest NIC stands in for; undefined while CNI ADD has not finished. */
+function podInterface(sandbox: SandboxRef): PodInterface | undefined {
+  return sandbox.network.interfaces.find((i) => i.name === 'eth0') ?? sandbox.network.interfaces[0];
+}
+
+/** A random locally administered unicast MAC: the guest NIC's until the agent gives it the pod interface's. */
+function localMac(): string {
+  const b = randomBytes(6);
+  b[0] = ((b[0] ?? 0) & 0xfc) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
 
 /**
@@ -305,6 +321,14 @@ export class HyperEngine implements RuntimeEngine {
     return fits;
   }
 
+  /**
+   * Starts the pod VM. Core calls this while CNI ADD still runs
+   * (`sandboxBeforeNetwork`): `sandbox.network` then holds only the namespace,
+   * so QEMU makes the TAP itself and the guest NIC gets a MAC of its own;
+   * {@link networkReady} joins the TAP to the CNI interface and has the agent
+   * take over the interface's MAC and addresses. Given a complete network (a
+   * caller that ran CNI first) it does both here.
+   */
   createSandbox(sandbox: SandboxRef): EngineResult<SandboxCreated> {
     return run(async () => {
       const ns = sandbox.spec.linux.namespaces;
@@ -323,10 +347,6 @@ export class HyperEngine implements RuntimeEngine {
       if (sandbox.spec.linux.privileged) {
         throw errors.unsupported(this.name, 'privileged', 'a hyper pod cannot be privileged on the host');
       }
-      const iface = sandbox.network.interfaces.find((i) => i.name === 'eth0') ?? sandbox.network.interfaces[0];
-      if (iface === undefined) {
-        throw errors.failedPrecondition(`the network of pod ${sandbox.id} has no interface to give the VM`);
-      }
       if (this.pods.has(sandbox.id) || this.state.getSandbox(sandbox.id) !== null) {
         throw errors.alreadyExists(`pod ${sandbox.id} already has a VM in engine ${this.name}`);
       }
@@ -334,16 +354,18 @@ export class HyperEngine implements RuntimeEngine {
       const shareDir = join(sandbox.runtimeDir, 'share');
       const size = vmSize(sandbox.spec, this.config);
       const verdict = await this.accel;
-      const record: SandboxRecord = {
+      let record: SandboxRecord = {
         id: sandbox.id,
         runtimeDir: sandbox.runtimeDir,
         vmDir,
         shareDir,
         netnsPath,
-        ifname: iface.name,
+        // CNI names the interface it makes after CNI_IFNAME (core's is eth0); networkReady records the real one.
+        ifname: podInterface(sandbox)?.name ?? 'eth0',
         accel: verdict.accel,
         vcpus: size.vcpus,
         memoryMiB: size.memoryMiB,
+        nicMac: localMac(),
       };
       // Written first: whatever a crash leaves half-made below, removeSandbox finds it from here.
       this.state.putSandbox(record);
@@ -351,22 +373,8 @@ export class HyperEngine implements RuntimeEngine {
       try {
         mkdirSync(join(shareDir, 'pod'), { recursive: true, mode: 0o755 });
         mkdirSync(join(shareDir, 'c'), { recursive: true, mode: 0o755 });
-        const hostname = sandbox.spec.hostname !== '' ? sandbox.spec.hostname : sandbox.spec.metadata.name.slice(0, 63);
-        for (const [name, src] of [
-          ['hosts', sandbox.files.hosts],
-          ['resolv.conf', sandbox.files.resolvConf],
-          ['hostname', sandbox.files.hostname],
-        ] as const) {
-          const dst = join(shareDir, 'pod', name);
-          if (existsSync(src)) copyFileSync(src, dst);
-          else writeFileSync(dst, name === 'hostname' ? `${hostname}\n` : '', { mode: 0o644 });
-        }
-        // The template (built first when missing) in parallel with the TAP: both take a while.
         const shape = { vcpus: size.vcpus, memoryMiB: size.memoryMiB, accel: verdict.accel };
-        const templateP = this.templates === null ? Promise.resolve(null) : this.templates.get(shape);
-        const link = await unwrap(linkInfo(netnsPath, iface.name));
-        await unwrap(connectTap(netnsPath, iface.name, link.mtu));
-        const template = await templateP;
+        const template = this.templates === null ? null : await this.templates.get(shape);
         const started = performance.now();
         const spec: VmSpec = {
           name: `hcr-${sandbox.id.slice(0, 12)}`,
@@ -378,30 +386,18 @@ export class HyperEngine implements RuntimeEngine {
           memoryMiB: size.memoryMiB,
           accel: verdict.accel,
           netnsPath,
-          nics: [{ tap: TAP_NAME, mac: link.mac }],
+          // No TAP exists yet: QEMU makes it in the pod namespace, and it goes when QEMU does.
+          nics: [{ tap: TAP_NAME, mac: record.nicMac ?? '' }],
           shares: [{ tag: SHARE_TAG, path: shareDir }],
         };
         const cloned = template === null ? null : await this.startFromTemplate(record, spec, template);
+        if (cloned !== null && template !== null) {
+          record = { ...record, template: template.key, nicMac: template.mac };
+          this.state.putSandbox(record);
+        }
         const { pod, hello } = cloned ?? (await this.bootVm(record, spec));
         const handle = pod.handle;
         const bootMs = Math.round(performance.now() - started);
-        if (cloned !== null) this.state.putSandbox({ ...record, template: template?.key ?? '' });
-        await unwrap(
-          pod.request('SetupPod', {
-            hostname,
-            shareTag: SHARE_TAG,
-            interfaces: [
-              {
-                mac: link.mac,
-                addresses: iface.addresses,
-                mtu: link.mtu,
-                guestMac: cloned !== null ? (template?.mac ?? '') : '',
-              },
-            ],
-            routes: podRoutes(sandbox.network.cniResult, sandbox.network.gateway),
-            sysctls: Object.entries(sandbox.spec.linux.sysctls).map(([key, value]) => ({ key, value })),
-          }),
-        );
         this.pods.set(sandbox.id, pod);
         log.info(
           {
@@ -414,6 +410,7 @@ export class HyperEngine implements RuntimeEngine {
           },
           'pod VM up',
         );
+        if (podInterface(sandbox) !== undefined) await this.wire(sandbox, record, pod);
         return {
           engineData: {
             vmPid: handle.pid,
@@ -433,6 +430,59 @@ export class HyperEngine implements RuntimeEngine {
         throw e;
       }
     });
+  }
+
+  /**
+   * Wires the booted VM to the pod's CNI interface and sets the pod up in the
+   * guest (see {@link createSandbox}); does nothing when that is done already.
+   * On failure the VM is left to core's rollback (removeSandbox).
+   */
+  networkReady(sandbox: SandboxRef): EngineResult<void> {
+    return run(async () => {
+      const record = this.state.getSandbox(sandbox.id);
+      if (record === null) throw errors.failedPrecondition(`pod ${sandbox.id} has no VM in engine ${this.name}`);
+      if (record.wired === true) return;
+      await this.wire(sandbox, record, this.requirePod(sandbox.id));
+    });
+  }
+
+  /** Joins the TAP to the CNI interface, copies the pod files and has the agent set the pod up. */
+  private async wire(sandbox: SandboxRef, booted: SandboxRecord, pod: PodVm): Promise<void> {
+    const iface = podInterface(sandbox);
+    if (iface === undefined || booted.netnsPath === null) {
+      throw errors.failedPrecondition(`the network of pod ${sandbox.id} has no interface to give the VM`);
+    }
+    const started = performance.now();
+    // Recorded before the redirect exists, so a teardown after a crash removes the right one.
+    let record: SandboxRecord = { ...booted, ifname: iface.name };
+    if (record.ifname !== booted.ifname) this.state.putSandbox(record);
+    const link = await unwrap(connectTap(booted.netnsPath, iface.name));
+    const hostname = sandbox.spec.hostname !== '' ? sandbox.spec.hostname : sandbox.spec.metadata.name.slice(0, 63);
+    // Core writes the pod files once CNI ADD is done, so they are copied only now.
+    for (const [name, src] of [
+      ['hosts', sandbox.files.hosts],
+      ['resolv.conf', sandbox.files.resolvConf],
+      ['hostname', sandbox.files.hostname],
+    ] as const) {
+      const dst = join(booted.shareDir, 'pod', name);
+      if (existsSync(src)) copyFileSync(src, dst);
+      else writeFileSync(dst, name === 'hostname' ? `${hostname}\n` : '', { mode: 0o644 });
+    }
+    await unwrap(
+      pod.request('SetupPod', {
+        hostname,
+        shareTag: SHARE_TAG,
+        interfaces: [{ mac: link.mac, addresses: iface.addresses, mtu: link.mtu, guestMac: booted.nicMac ?? '' }],
+        routes: podRoutes(sandbox.network.cniResult, sandbox.network.gateway),
+        sysctls: Object.entries(sandbox.spec.linux.sysctls).map(([key, value]) => ({ key, value })),
+      }),
+    );
+    record = { ...record, wired: true };
+    this.state.putSandbox(record);
+    this.log.info(
+      { podSandboxId: sandbox.id, ips: iface.addresses, wireMs: Math.round(performance.now() - started) },
+      'pod VM network up',
+    );
   }
 
   /** Boots a pod VM's kernel; the watchdog kills a VM whose agent does not greet within the boot timeout. */

@@ -26,6 +26,10 @@ export interface SandboxRecord {
   readonly memoryMiB: number;
   /** The template the VM was started from; absent or '' for a booted VM. */
   readonly template?: string;
+  /** The MAC QEMU gave the guest NIC; the agent swaps it for the pod interface's when the network is wired. */
+  readonly nicMac?: string;
+  /** True once the TAP is joined to the CNI interface and the agent has set up the pod (SetupPod). */
+  readonly wired?: boolean;
 }
 
 /** A container and what it takes to run execs in it and write its log. */

@@ -3,6 +3,7 @@
  * and IP behind a TAP joined to the veth with tc mirred, so a busybox httpd
  * in the VM answers HTTP by pod IP from the host and from another pod's
  * namespace on the same bridge; port-forward reaches it through the agent.
+ * The VM is created before it knows the CNI result, as core does it.
  * Traffic goes only to loopback and to the pod IP of the pod made here.
  */
 import { randomBytes } from 'node:crypto';
@@ -42,7 +43,10 @@ describe('hyper engine: pod network', () => {
     await h.image(HTTPD);
     pod = await h.sandbox();
     podIp = pod.network.ips[0] ?? '';
-    await ok(engine.createSandbox(pod));
+    // As core runs it: the VM boots knowing only the namespace, then networkReady wires it to the CNI result.
+    const netnsOnly = { ...pod.network, ips: [], interfaces: [], gateway: null, cniResult: {} };
+    await ok(engine.createSandbox({ ...pod, network: netnsOnly }));
+    await ok(engine.networkReady(pod));
     const c = await h.container(pod, HTTPD);
     await ok(engine.createContainer(c));
     await ok(engine.startContainer(c));

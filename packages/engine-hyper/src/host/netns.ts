@@ -1,7 +1,6 @@
 import {
   connectTapToPodInterface,
   disconnectTapFromPodInterface,
-  podInterfaceLink,
   type HcrError,
   type PodInterfaceLink,
   type ResultAsync,
@@ -10,18 +9,17 @@ import {
 /** The TAP device the engine adds to every pod network namespace. */
 export const TAP_NAME = 'hcrtap0';
 
-/** MAC and MTU of `ifname` in the namespace (the CNI interface the guest NIC impersonates). */
-export function linkInfo(netnsPath: string, ifname: string): ResultAsync<PodInterfaceLink, HcrError> {
-  return podInterfaceLink(netnsPath, ifname);
-}
-
 /**
- * Connects the pod's TAP to its CNI interface (core's tc mirred plumbing, in
- * one `ip -batch` and one `tc -batch`), replacing what a half-made earlier
- * attempt left. QEMU opens the TAP by name later.
+ * Connects the TAP QEMU made when it started (the VM boots while CNI ADD
+ * runs) to the pod's CNI interface: core's tc mirred plumbing, in one
+ * `ip -batch` that sets the TAP's MTU and brings it up and one `tc -batch`.
+ * Resolves with the MAC and MTU the guest NIC must take.
  */
-export function connectTap(netnsPath: string, ifname: string, mtu: number): ResultAsync<void, HcrError> {
-  return connectTapToPodInterface(netnsPath, { tapName: TAP_NAME, ifname, mtu }).map(() => undefined);
+export function connectTap(netnsPath: string, ifname: string): ResultAsync<PodInterfaceLink, HcrError> {
+  return connectTapToPodInterface(netnsPath, { tapName: TAP_NAME, ifname, existingTap: true }).map((c) => ({
+    mac: c.mac,
+    mtu: c.mtu,
+  }));
 }
 
 /** Removes the TAP and the redirect on `ifname`; succeeds when either (or the namespace) is already gone. */
