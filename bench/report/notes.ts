@@ -118,9 +118,9 @@ export const FAST_PATHS: readonly { readonly name: string; readonly status: stri
       'request inspects, so no answer is stale. Overhead suite, 1,000 created containers, `--ref` runs ' +
       'back to back on the shared host (the before tree skips that population under `--before`): p50 / ' +
       'p99 2.21 / 18.3 ms before, 1.26 / 6.3 ms after (load 2–5); 3.44 / 36.4 → 1.55 / 9.9 ms (load 4–10); ' +
-      "7.81 / 85.0 → 3.93 / 30.4 ms (load 10–15). What remains is the shim's own work: on a container's " +
-      'first status core records its pid (0 for a created container), one durable store write, and the ' +
-      "bench's 1,000 calls each hit a different container.",
+      '7.81 / 85.0 → 3.93 / 30.4 ms (load 10–15). Core then stopped recording a pid of 0 for a created ' +
+      'container on its first status call (95fbca6): that was one durable store write per call in this ' +
+      'suite, whose 1,000 calls each hit a different container.',
   },
   {
     name: 'TAP plumbing in one batch (unikernel, hyper)',
