@@ -32,12 +32,7 @@ function processGone(pid: number): boolean {
 describe('hyper engine: the guest agent crashes or hangs', () => {
   let h: Harness;
 
-  /** Stops and removes a pod the way core does. */
-  const finish = async (engine: HyperEngine, pod: SandboxRef) => {
-    await ok(engine.stopSandbox(pod, 10));
-    await h.dropNetwork(pod);
-    await ok(engine.removeSandbox(pod));
-  };
+  const finish = (engine: HyperEngine, pod: SandboxRef) => h.finishPod(engine, pod, 10);
 
   beforeAll(async () => {
     h = await Harness.open();

@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -163,6 +164,13 @@ export class Harness {
     if (sandbox.network.netnsPath !== null) await ok(this.network.removeNetns(sandbox.network.netnsPath));
   }
 
+  /** Stops and removes a pod the way core does: engine stop, CNI DEL and the namespace, engine remove. */
+  async finishPod(engine: HyperEngine, pod: SandboxRef, graceSeconds: number): Promise<void> {
+    await ok(engine.stopSandbox(pod, graceSeconds));
+    await this.dropNetwork(pod);
+    await ok(engine.removeSandbox(pod));
+  }
+
   /** A container of `image` in `sandbox`. */
   async container(
     sandbox: SandboxRef,
@@ -254,4 +262,19 @@ export async function eventually<T>(probe: () => Promise<T | null>, timeoutMs: n
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+/** GET / on port 80 of a pod IP (only pods the test made), resolving with the body. */
+export function httpGet(ip: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: ip, port: 80, path: '/', timeout: 10_000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve(body));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
 }

@@ -7,28 +7,13 @@
  * Traffic goes only to loopback and to the pod IP of the pod made here.
  */
 import { randomBytes } from 'node:crypto';
-import { request } from 'node:http';
 import { Duplex, PassThrough } from 'node:stream';
 import type { SandboxRef } from '@hcr/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HyperEngine } from '../src/engine.js';
 import { run } from '../src/host/run.js';
 import { TAP_NAME } from '../src/host/netns.js';
-import { closeHarness, eventually, Harness, HTTPD, ok, podSpec } from './helpers.js';
-
-function httpGet(ip: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: ip, port: 80, path: '/', timeout: 10_000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => resolve(body));
-    });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
-    req.end();
-  });
-}
+import { closeHarness, eventually, Harness, HTTPD, httpGet, ok, podSpec } from './helpers.js';
 
 describe('hyper engine: pod network', () => {
   let h: Harness;

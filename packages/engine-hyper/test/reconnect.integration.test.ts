@@ -46,9 +46,7 @@ describe('hyper engine: reconnect after an HCR restart', () => {
 
   /** Stops and removes a pod the way core does, and closes the engine. */
   const finish = async (engine: HyperEngine, pod: SandboxRef) => {
-    await ok(engine.stopSandbox(pod, 0));
-    await h.dropNetwork(pod);
-    await ok(engine.removeSandbox(pod));
+    await h.finishPod(engine, pod, 0);
     await engine.close();
   };
 

@@ -7,26 +7,11 @@
  */
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { request } from 'node:http';
 import type { ContainerRef, SandboxRef } from '@hcr/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HyperEngine } from '../src/engine.js';
 import { createHash } from 'node:crypto';
-import { ASSETS, closeHarness, eventually, Harness, HTTPD, ok } from './helpers.js';
-
-function httpGet(ip: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: ip, port: 80, path: '/', timeout: 10_000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => resolve(body));
-    });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
-    req.end();
-  });
-}
+import { ASSETS, closeHarness, eventually, Harness, HTTPD, httpGet, ok } from './helpers.js';
 
 interface Pod {
   readonly sandbox: SandboxRef;
