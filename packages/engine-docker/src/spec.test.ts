@@ -1,4 +1,5 @@
 import {
+  defaultContainerSecurity,
   emptyResources,
   newSandboxSpec,
   type ContainerRef,
@@ -56,19 +57,9 @@ function sandbox(netnsPath: string | null, linux: Partial<SandboxSpec['linux']> 
 }
 
 const security: ContainerSecurity = {
-  privileged: false,
-  capabilities: { add: [], drop: [] },
-  namespaces: { network: 'pod', pid: 'pod', ipc: 'pod', targetId: '' },
-  runAsUser: null,
-  runAsUsername: '',
-  runAsGroup: null,
-  supplementalGroups: [],
-  readonlyRootfs: false,
-  noNewPrivs: false,
-  maskedPaths: [],
-  readonlyPaths: [],
+  ...defaultContainerSecurity,
+  namespaces: { ...defaultContainerSecurity.namespaces, pid: 'pod' },
   seccomp: { type: 'runtimeDefault', localhostRef: '' },
-  apparmor: null,
 };
 
 function container(

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import {
+  defaultContainerSecurity,
   emptyResources,
   errors,
   type ContainerRef,
@@ -293,19 +294,8 @@ export function sandboxRef(
 }
 
 const baseSecurity: ContainerSecurity = {
-  privileged: false,
-  capabilities: { add: [], drop: [] },
-  namespaces: { network: 'pod', pid: 'container', ipc: 'pod', targetId: '' },
-  runAsUser: null,
-  runAsUsername: '',
-  runAsGroup: null,
-  supplementalGroups: [],
-  readonlyRootfs: false,
-  noNewPrivs: false,
-  maskedPaths: [],
-  readonlyPaths: [],
+  ...defaultContainerSecurity,
   seccomp: { type: 'runtimeDefault', localhostRef: '' },
-  apparmor: null,
 };
 
 /** A container ref as core would pass it; `logPath` defaults to a file in the pod's log directory. */

@@ -1,4 +1,4 @@
-import { emptyResources, type ContainerSpec, type ImageInfo } from '@hcr/core';
+import { defaultContainerSecurity, emptyResources, type ContainerSpec, type ImageInfo } from '@hcr/core';
 import { describe, expect, it } from 'vitest';
 import { ContainerStatus } from './protocol/wire.gen.js';
 import {
@@ -51,22 +51,7 @@ const spec = (over: Partial<ContainerSpec> = {}, security: Partial<ContainerSpec
     tty: false,
     linux: {
       resources: emptyResources,
-      security: {
-        privileged: false,
-        capabilities: { add: [], drop: [] },
-        namespaces: { network: 'pod', pid: 'container', ipc: 'pod', targetId: '' },
-        runAsUser: null,
-        runAsUsername: '',
-        runAsGroup: null,
-        supplementalGroups: [],
-        readonlyRootfs: false,
-        noNewPrivs: false,
-        maskedPaths: [],
-        readonlyPaths: [],
-        seccomp: null,
-        apparmor: null,
-        ...security,
-      },
+      security: { ...defaultContainerSecurity, ...security },
     },
     ...over,
   }) satisfies ContainerSpec;

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import {
+  defaultContainerSecurity,
   emptyResources,
   errors,
   silentLogger,
@@ -230,21 +231,7 @@ export function containerRef(
     tty: false,
     linux: {
       resources: { ...emptyResources, memoryLimitInBytes: opts.memoryBytes ?? 0 },
-      security: {
-        privileged: false,
-        capabilities: { add: [], drop: [] },
-        namespaces: { network: 'pod', pid: 'pod', ipc: 'pod', targetId: '' },
-        runAsUser: null,
-        runAsUsername: '',
-        runAsGroup: null,
-        supplementalGroups: [],
-        readonlyRootfs: false,
-        noNewPrivs: false,
-        maskedPaths: [],
-        readonlyPaths: [],
-        seccomp: null,
-        apparmor: null,
-      },
+      security: { ...defaultContainerSecurity, namespaces: { ...defaultContainerSecurity.namespaces, pid: 'pod' } },
     },
   };
   return { id, sandbox, spec, image, logPath, engineData: {} };
